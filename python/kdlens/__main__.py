@@ -1,0 +1,7 @@
+"""``python -m kdlens`` is the ``kdlens`` command."""
+
+import sys
+
+from kdlens.cli import main
+
+sys.exit(main())
