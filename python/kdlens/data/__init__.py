@@ -1,0 +1,1 @@
+"""Data for kdlens: prompt templates, LLM-Adapters-format records, the synthetic task, batching."""
