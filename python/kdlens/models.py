@@ -75,3 +75,80 @@ def load_causal_lm(
         model.eval()
         model.requires_grad_(False)
     return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiny Qwen2-style models for the offline synthetic task (a teacher and three student sizes)
+# ---------------------------------------------------------------------------------------------
+
+# name -> Qwen2Config fields; students s1 < s2 < s3 < teacher. Sizes with a 512-token vocabulary:
+# see tiny_param_count (about 0.04M, 0.13M, 0.38M and 0.87M parameters).
+TINY_CONFIGS: dict[str, dict] = {
+    "tiny-teacher": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
+                         num_key_value_heads=2, intermediate_size=384),
+    "tiny-s3": dict(hidden_size=96, num_hidden_layers=3, num_attention_heads=3,
+                    num_key_value_heads=1, intermediate_size=288),
+    "tiny-s2": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                    num_key_value_heads=1, intermediate_size=192),
+    "tiny-s1": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                    num_key_value_heads=1, intermediate_size=96),
+}
+
+
+def tiny_config(name: str, vocab_size: int = 512, *, eos_token_id: int = 0, pad_token_id: int = 1,
+                max_position_embeddings: int = 512):
+    """A ``Qwen2Config`` for one of :data:`TINY_CONFIGS` (tied embeddings, like Qwen2.5-0.5B..3B)."""
+    from transformers import Qwen2Config
+
+    if name not in TINY_CONFIGS:
+        raise KdlensError(f"unknown tiny model {name!r}; known: {', '.join(TINY_CONFIGS)}")
+    return Qwen2Config(
+        vocab_size=vocab_size,
+        max_position_embeddings=max_position_embeddings,
+        tie_word_embeddings=True,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+        bos_token_id=None,
+        rope_theta=10000.0,
+        **TINY_CONFIGS[name],
+    )
+
+
+def tiny_param_count(name: str, vocab_size: int = 512) -> int:
+    """Parameters of a tiny model (computed from its config; tied embeddings counted once)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(tiny_config(name, vocab_size))
+    return sum(p.numel() for p in model.parameters())
+
+
+def size_in_billions(model) -> float:
+    """A model's parameter count in billions (the unit the study's H3 uses for student size)."""
+    seen, total = set(), 0
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    for p in base.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    return total / 1e9
+
+
+def make_tiny_model(name: str, tokenizer=None, *, vocab_size: int | None = None, seed: int = 0):
+    """A randomly initialised tiny Qwen2 causal LM (seeded), sized to ``tokenizer``'s vocabulary."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if tokenizer is not None:
+        vocab_size = len(tokenizer)
+        ids = dict(eos_token_id=tokenizer.eos_token_id,
+                   pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None
+                   else tokenizer.eos_token_id)
+    else:
+        ids = {}
+    config = tiny_config(name, vocab_size or 512, **ids)
+    with torch.random.fork_rng(devices=[]):  # seed the CPU stream without disturbing the caller's
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config)
+    return model
