@@ -1,0 +1,245 @@
+"""Row-wise fused KD divergences on given logits (Triton): per-row losses and the student gradient, no N x V temporary.
+
+Math (one row, vocab width V, a = z_s / T, b = (z_t + sigma * eps) / T, eps = tl.randn(seed, (row << 32) | v)):
+    lq = a - lse(a), lp = b - lse(b), q = exp(lq), p = exp(lp)
+    KD  = sum_v l_v with the objective's term l_v (see kdlens.losses.reference for the formulas)
+    dKD/da_v = h_v - q_v * c,  c = sum_v h_v, where h_v = q_v * dKD/dq_v (written without dividing by q):
+        forward_kl       h = -p                                  (c = -1, so grad = q - p)
+        reverse_kl       h = q (lq - lp)
+        jsd(beta)        h = (1 - beta) q (lq - lm),  lm = log(beta p + (1 - beta) q)
+        tvd              h = 0.5 q sign(q - p)
+        skew_forward_kl  h = -(1 - alpha) q p / m,    m = alpha p + (1 - alpha) q
+        skew_reverse_kl  h = q (lq - lm) - alpha q^2 / m,  m = alpha q + (1 - alpha) p
+        symmetric_kl     h = -p + q (lq - lp)
+    CE (raw logits z_s, label y): lse(z_s) - z_s[y];  dCE/dz_s = softmax(z_s) - onehot(y)
+    row loss  = w_row * (kd_coef * KD + ce_coef * CE)
+    row grad  = w_row * (kd_coef / T * (h - q c) + ce_coef * (softmax(z_s) - onehot(y)))
+Passes over the row: (1) online max / log-sum-exp of a, b (and z_s for CE); (2) loss and c (skipped for
+forward_kl, whose c is -1); (3) gradient, written to ``grad_ptr`` (may alias the student logits: each row
+is read before it is overwritten, by the same program). Rows with weight 0 only get a zero gradient.
+fp32 arithmetic throughout (every load is upcast at once: bf16 arithmetic is wrong in the interpreter),
+int64 row offsets, objective variants as tl.constexpr, no host synchronisation.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+FORWARD_KL: tl.constexpr = tl.constexpr(0)
+REVERSE_KL: tl.constexpr = tl.constexpr(1)
+JSD: tl.constexpr = tl.constexpr(2)
+TVD: tl.constexpr = tl.constexpr(3)
+SKEW_FORWARD_KL: tl.constexpr = tl.constexpr(4)
+SKEW_REVERSE_KL: tl.constexpr = tl.constexpr(5)
+SYMMETRIC_KL: tl.constexpr = tl.constexpr(6)
+
+
+@triton.jit
+def _load_scaled(s_row, t_row, cols, mask, inv_t, sigma, seed, row, HAS_NOISE: tl.constexpr):
+    """Student z_s (raw), a = z_s / T and b = (z_t + sigma eps) / T for one block; -inf outside the row."""
+    z_s = tl.load(s_row + cols, mask=mask, other=float("-inf")).to(tl.float32)
+    z_t = tl.load(t_row + cols, mask=mask, other=float("-inf")).to(tl.float32)
+    if HAS_NOISE:
+        eps = tl.randn(seed, (row << 32) | cols.to(tl.int64))
+        z_t = z_t + sigma * eps
+    return z_s, z_s * inv_t, z_t * inv_t
+
+
+@triton.jit
+def _terms(a, b, lse_a, lse_b, mask, beta, log_beta, log_1m_beta, OBJECTIVE: tl.constexpr):
+    """Per-element loss term l and h = q * dKD/dq for one block (0 outside the row); also q."""
+    lq = a - lse_a
+    lp = b - lse_b
+    q = tl.exp(lq)
+    p = tl.exp(lp)
+    if OBJECTIVE == 0:  # forward KL(p || q)
+        term = p * (lp - lq)
+        h = -p
+    elif OBJECTIVE == 1:  # reverse KL(q || p)
+        term = q * (lq - lp)
+        h = term
+    elif OBJECTIVE == 2:  # JSD(beta), m = beta p + (1 - beta) q
+        x1 = lp + log_beta
+        x2 = lq + log_1m_beta
+        mx = tl.maximum(x1, x2)
+        lm = mx + tl.log(tl.exp(x1 - mx) + tl.exp(x2 - mx))
+        term = beta * p * (lp - lm) + (1.0 - beta) * q * (lq - lm)
+        h = (1.0 - beta) * q * (lq - lm)
+    elif OBJECTIVE == 3:  # TVD
+        d = q - p
+        term = 0.5 * tl.abs(d)
+        sgn = tl.where(d > 0, 1.0, tl.where(d < 0, -1.0, 0.0))
+        h = 0.5 * q * sgn
+    elif OBJECTIVE == 4:  # skew forward KL: m = alpha p + (1 - alpha) q (beta holds alpha)
+        x1 = lp + log_beta
+        x2 = lq + log_1m_beta
+        mx = tl.maximum(x1, x2)
+        lm = mx + tl.log(tl.exp(x1 - mx) + tl.exp(x2 - mx))
+        term = p * (lp - lm)
+        h = -(1.0 - beta) * tl.exp(lq + lp - lm)
+    elif OBJECTIVE == 5:  # skew reverse KL: m = alpha q + (1 - alpha) p (beta holds alpha)
+        x1 = lq + log_beta
+        x2 = lp + log_1m_beta
+        mx = tl.maximum(x1, x2)
+        lm = mx + tl.log(tl.exp(x1 - mx) + tl.exp(x2 - mx))
+        term = q * (lq - lm)
+        h = term - beta * tl.exp(2.0 * lq - lm)
+    else:  # symmetric KL(p || q) + KL(q || p)
+        term = (p - q) * (lp - lq)
+        h = q * (lq - lp) - p
+    term = tl.where(mask, term, 0.0)
+    h = tl.where(mask, h, 0.0)
+    q = tl.where(mask, q, 0.0)
+    return term, h, q
+
+
+@triton.jit
+def kd_rows_kernel(
+    s_ptr, s_stride, t_ptr, t_stride, grad_ptr, grad_stride,
+    weight_ptr, label_ptr, loss_ptr,
+    V, inv_t, kd_coef, ce_coef, beta, log_beta, log_1m_beta, sigma, seed, row_offset,
+    OBJECTIVE: tl.constexpr, HAS_NOISE: tl.constexpr, HAS_CE: tl.constexpr, WRITE_GRAD: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+):
+    """One program per row: weighted row loss into loss_ptr[row]; gradient w.r.t. z_s into grad_ptr."""
+    local = tl.program_id(0).to(tl.int64)
+    row = local + row_offset  # global row: the noise key
+    s_row = s_ptr + local * s_stride
+    t_row = t_ptr + local * t_stride
+    g_row = grad_ptr + local * grad_stride
+    w = tl.load(weight_ptr + local).to(tl.float32)
+    if w == 0.0:
+        if WRITE_GRAD:
+            for start in range(0, V, BLOCK_V):
+                cols = start + tl.arange(0, BLOCK_V)
+                tl.store(g_row + cols, tl.zeros([BLOCK_V], tl.float32).to(grad_ptr.dtype.element_ty),
+                         mask=cols < V)
+        tl.store(loss_ptr + local, 0.0)
+    else:
+        # pass 1: online max / sum-exp for a, b and (CE) raw z_s
+        m_a = -1.0e30
+        s_a = 0.0
+        m_b = -1.0e30
+        s_b = 0.0
+        m_z = -1.0e30
+        s_z = 0.0
+        for start in range(0, V, BLOCK_V):
+            cols = start + tl.arange(0, BLOCK_V)
+            mask = cols < V
+            z_s, a, b = _load_scaled(s_row, t_row, cols, mask, inv_t, sigma, seed, row, HAS_NOISE)
+            new_a = tl.maximum(m_a, tl.max(a, 0))
+            s_a = s_a * tl.exp(m_a - new_a) + tl.sum(tl.where(mask, tl.exp(a - new_a), 0.0), 0)
+            m_a = new_a
+            new_b = tl.maximum(m_b, tl.max(b, 0))
+            s_b = s_b * tl.exp(m_b - new_b) + tl.sum(tl.where(mask, tl.exp(b - new_b), 0.0), 0)
+            m_b = new_b
+            if HAS_CE:
+                new_z = tl.maximum(m_z, tl.max(z_s, 0))
+                s_z = s_z * tl.exp(m_z - new_z) + tl.sum(tl.where(mask, tl.exp(z_s - new_z), 0.0), 0)
+                m_z = new_z
+        lse_a = m_a + tl.log(s_a)
+        lse_b = m_b + tl.log(s_b)
+        lse_z = m_z + tl.log(s_z)
+
+        # pass 2: loss and c = sum h (forward KL knows c = -1 and takes its loss in pass 3)
+        kd = 0.0
+        c = -1.0
+        if OBJECTIVE != 0:
+            c = 0.0
+            for start in range(0, V, BLOCK_V):
+                cols = start + tl.arange(0, BLOCK_V)
+                mask = cols < V
+                z_s, a, b = _load_scaled(s_row, t_row, cols, mask, inv_t, sigma, seed, row, HAS_NOISE)
+                term, h, q = _terms(a, b, lse_a, lse_b, mask, beta, log_beta, log_1m_beta, OBJECTIVE)
+                kd += tl.sum(term, 0)
+                c += tl.sum(h, 0)
+
+        # pass 3: gradient (and forward KL's loss)
+        label = 0
+        if HAS_CE:
+            label = tl.load(label_ptr + local).to(tl.int64)
+        if WRITE_GRAD or OBJECTIVE == 0:
+            kd_scale = w * kd_coef * inv_t
+            for start in range(0, V, BLOCK_V):
+                cols = start + tl.arange(0, BLOCK_V)
+                mask = cols < V
+                z_s, a, b = _load_scaled(s_row, t_row, cols, mask, inv_t, sigma, seed, row, HAS_NOISE)
+                term, h, q = _terms(a, b, lse_a, lse_b, mask, beta, log_beta, log_1m_beta, OBJECTIVE)
+                if OBJECTIVE == 0:
+                    kd += tl.sum(term, 0)
+                if WRITE_GRAD:
+                    grad = kd_scale * (h - q * c)
+                    if HAS_CE:
+                        soft = tl.exp(z_s - lse_z)
+                        onehot = tl.where(cols.to(tl.int64) == label, 1.0, 0.0)
+                        grad += w * ce_coef * (soft - onehot)
+                    tl.store(g_row + cols, grad.to(grad_ptr.dtype.element_ty), mask=mask)
+        loss = kd_coef * kd
+        if HAS_CE:
+            z_label = tl.load(s_row + label).to(tl.float32)
+            loss += ce_coef * (lse_z - z_label)
+        tl.store(loss_ptr + local, w * loss)
+
+
+def interpreting() -> bool:
+    """True when Triton runs through its CPU interpreter (TRITON_INTERPRET=1)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def pick_block_v(vocab: int) -> tuple[int, int]:
+    """(BLOCK_V, num_warps) for a row of ``vocab`` columns: big blocks under the interpreter (fewer Python
+    steps), 4096-wide blocks with 16 warps on a GPU (8 fp32 values of each of z_s, z_t per thread)."""
+    if interpreting():
+        return min(triton.next_power_of_2(vocab), 16384), 1
+    block = min(triton.next_power_of_2(vocab), 4096)
+    return block, 16 if block >= 4096 else 8
+
+
+def kd_rows(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    row_weight: torch.Tensor,
+    *,
+    vocab: int,
+    objective_id: int,
+    temperature: float,
+    kd_coef: float,
+    ce_coef: float = 0.0,
+    labels: torch.Tensor | None = None,
+    beta: float = 0.5,
+    noise_sigma: float = 0.0,
+    noise_seed: int = 0,
+    row_offset: int = 0,
+    grad_out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Launch the row kernel on 2-D logits ``[n, >= vocab]`` (unit column stride): returns fp32 ``[n]``
+    weighted row losses; writes the student gradient into ``grad_out`` (``[n, >= vocab]``, any float
+    dtype, may be ``student_logits`` itself) when given. ``beta`` carries alpha for the skew objectives."""
+    import math
+
+    n = student_logits.shape[0]
+    assert student_logits.stride(-1) == 1 and teacher_logits.stride(-1) == 1
+    losses = torch.empty(n, dtype=torch.float32, device=student_logits.device)
+    if n == 0:
+        return losses
+    write_grad = grad_out is not None
+    grad = grad_out if write_grad else student_logits
+    if write_grad:
+        assert grad.stride(-1) == 1
+    has_ce = ce_coef != 0.0
+    label_arg = labels if has_ce else row_weight
+    block, warps = pick_block_v(vocab)
+    kernel = kd_rows_kernel
+    kernel[(n,)](
+        student_logits, student_logits.stride(0), teacher_logits, teacher_logits.stride(0),
+        grad, grad.stride(0), row_weight, label_arg, losses,
+        vocab, 1.0 / temperature, kd_coef, ce_coef, beta, math.log(beta), math.log1p(-beta),
+        noise_sigma, noise_seed, row_offset,
+        OBJECTIVE=objective_id, HAS_NOISE=noise_sigma > 0.0, HAS_CE=has_ce, WRITE_GRAD=write_grad,
+        BLOCK_V=block, num_warps=warps,
+    )
+    return losses
