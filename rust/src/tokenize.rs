@@ -1,0 +1,495 @@
+//! sacreBLEU 2.6's segment preprocessing, byte for byte: optional `str.lower()`, `str.rstrip()`,
+//! the tokenizers 13a (default), intl, char and none, and the final `str.split()` into tokens.
+//!
+//! Python's regex substitutions are emulated by single left-to-right scans with the same
+//! non-overlapping, leftmost match semantics; the character classes come from the same Unicode
+//! databases sacrebleu uses (see `unicode_tables.rs` and its generator).
+
+use crate::unicode_tables as ut;
+
+/// Which sacreBLEU tokenizer to apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenizerKind {
+    Tok13a,
+    Intl,
+    Char,
+    None,
+}
+
+impl TokenizerKind {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "13a" => Some(Self::Tok13a),
+            "intl" => Some(Self::Intl),
+            "char" => Some(Self::Char),
+            "none" => Some(Self::None),
+            _ => None,
+        }
+    }
+    pub fn signature(self) -> &'static str {
+        match self {
+            Self::Tok13a => "13a",
+            Self::Intl => "intl",
+            Self::Char => "char",
+            Self::None => "none",
+        }
+    }
+}
+
+#[inline]
+fn in_ranges(table: &[(u32, u32)], cp: u32) -> bool {
+    // binary search for the last range starting at or before cp
+    let idx = table.partition_point(|&(start, _)| start <= cp);
+    idx > 0 && cp <= table[idx - 1].1
+}
+
+const fn ascii_ws_table() -> [bool; 128] {
+    let mut t = [false; 128];
+    let mut b = 9;
+    while b <= 13 {
+        t[b] = true;
+        b += 1;
+    }
+    let mut b = 0x1c;
+    while b <= 0x20 {
+        t[b] = true;
+        b += 1;
+    }
+    t
+}
+static ASCII_WS: [bool; 128] = ascii_ws_table();
+
+/// Python's `str.isspace` for one char (what `str.split()` and `str.rstrip()` use).
+#[inline]
+pub fn is_py_whitespace(c: char) -> bool {
+    let cp = c as u32;
+    if cp < 128 {
+        ASCII_WS[cp as usize]
+    } else {
+        in_ranges(ut::PY_WHITESPACE, cp)
+    }
+}
+
+/// Python `str.rstrip()`.
+pub fn py_rstrip(s: &str) -> &str {
+    s.trim_end_matches(is_py_whitespace)
+}
+
+/// Appends the byte spans of Python's `str.split()` tokens of `s` to `out` (offsets into `s`).
+pub fn py_split_spans(s: &str, out: &mut Vec<(u32, u32)>) {
+    let bytes = s.as_bytes();
+    let n = bytes.len();
+    let mut i = 0usize;
+    let mut start: Option<usize> = None;
+    while i < n {
+        let b = bytes[i];
+        let (ws, len) = if b < 128 {
+            (ASCII_WS[b as usize], 1)
+        } else {
+            // decode the char starting here (s is valid UTF-8, i is a char boundary)
+            let c = s[i..].chars().next().unwrap();
+            (is_py_whitespace(c), c.len_utf8())
+        };
+        if ws {
+            if let Some(st) = start.take() {
+                out.push((st as u32, i as u32));
+            }
+        } else if start.is_none() {
+            start = Some(i);
+        }
+        i += len;
+    }
+    if let Some(st) = start {
+        out.push((st as u32, n as u32));
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// Python str.lower()
+
+fn lower_char_table(cp: u32) -> Option<&'static [u32; 3]> {
+    ut::PY_LOWER
+        .binary_search_by_key(&cp, |&(c, _)| c)
+        .ok()
+        .map(|i| &ut::PY_LOWER[i].1)
+}
+
+fn is_case_ignorable(c: char) -> bool {
+    in_ranges(ut::PY_CASE_IGNORABLE, c as u32)
+}
+fn is_cased(c: char) -> bool {
+    in_ranges(ut::PY_CASED, c as u32)
+}
+
+/// CPython's `handle_capital_sigma`: is the U+03A3 at char index `i` in a Final_Sigma context?
+fn final_sigma(chars: &[char], i: usize) -> bool {
+    let mut j = i;
+    let mut before: Option<char> = None;
+    while j > 0 {
+        j -= 1;
+        if !is_case_ignorable(chars[j]) {
+            before = Some(chars[j]);
+            break;
+        }
+    }
+    match before {
+        Some(c) if is_cased(c) => {}
+        _ => return false,
+    }
+    for &c in &chars[i + 1..] {
+        if !is_case_ignorable(c) {
+            return !is_cased(c);
+        }
+    }
+    true
+}
+
+/// Python 3's `str.lower()` (full case mapping and the Final_Sigma rule), written into `out`.
+pub fn py_lower_into(s: &str, out: &mut String) {
+    out.clear();
+    if s.is_ascii() {
+        out.push_str(s);
+        out.make_ascii_lowercase();
+        return;
+    }
+    let has_sigma = s.contains('\u{3A3}');
+    let chars: Vec<char> = if has_sigma { s.chars().collect() } else { Vec::new() };
+    for (i, c) in s.chars().enumerate() {
+        let cp = c as u32;
+        if cp < 128 {
+            out.push(c.to_ascii_lowercase());
+        } else if cp == 0x3A3 {
+            out.push(if final_sigma(&chars, i) { '\u{3C2}' } else { '\u{3C3}' });
+        } else if let Some(m) = lower_char_table(cp) {
+            for &x in m.iter().take_while(|&&x| x != 0) {
+                out.push(char::from_u32(x).unwrap());
+            }
+        } else {
+            out.push(c);
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// 13a (mteval-v13a) as in sacrebleu.tokenizers.tokenizer_13a + tokenizer_re
+
+/// sequential, non-overlapping `str.replace(from, to)`
+fn replace_all(buf: &mut Vec<u8>, tmp: &mut Vec<u8>, from: &[u8], to: &[u8]) {
+    if buf.len() < from.len() || !contains(buf, from) {
+        return;
+    }
+    tmp.clear();
+    let mut i = 0;
+    while i < buf.len() {
+        if buf[i..].starts_with(from) {
+            tmp.extend_from_slice(to);
+            i += from.len();
+        } else {
+            tmp.push(buf[i]);
+            i += 1;
+        }
+    }
+    std::mem::swap(buf, tmp);
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    if needle.len() == 1 {
+        return hay.contains(&needle[0]);
+    }
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+const fn class13a_table() -> [bool; 256] {
+    // [\{-\~\[-\` -\&\(-\+\:-\@\/]
+    let mut t = [false; 256];
+    let ranges: [(u8, u8); 6] = [
+        (b'{', b'~'),
+        (b'[', b'`'),
+        (b' ', b'&'),
+        (b'(', b'+'),
+        (b':', b'@'),
+        (b'/', b'/'),
+    ];
+    let mut r = 0;
+    while r < ranges.len() {
+        let mut b = ranges[r].0;
+        while b <= ranges[r].1 {
+            t[b as usize] = true;
+            b += 1;
+        }
+        r += 1;
+    }
+    t
+}
+static CLASS_13A: [bool; 256] = class13a_table();
+
+#[inline]
+fn is_digit(b: u8) -> bool {
+    b.is_ascii_digit()
+}
+#[inline]
+fn is_dot_comma(b: u8) -> bool {
+    b == b'.' || b == b','
+}
+
+/// Tokenizes `line` (already lowercased/rstripped) like sacrebleu's Tokenizer13a, into `out`.
+/// All patterns are ASCII, and `[^0-9]` meets a multi-byte char only at its last byte (before an
+/// ASCII `.`/`,`) or its first byte (after one), so a byte scan equals Python's char scan.
+pub fn tok13a_into(line: &str, out: &mut Vec<u8>, tmp: &mut Vec<u8>) {
+    let mut buf = std::mem::take(out);
+    buf.clear();
+    buf.extend_from_slice(line.as_bytes());
+    if buf.contains(&b'<') {
+        replace_all(&mut buf, tmp, b"<skipped>", b"");
+    }
+    if buf.contains(&b'\n') {
+        replace_all(&mut buf, tmp, b"-\n", b"");
+        for b in buf.iter_mut() {
+            if *b == b'\n' {
+                *b = b' ';
+            }
+        }
+    }
+    if buf.contains(&b'&') {
+        replace_all(&mut buf, tmp, b"&quot;", b"\"");
+        replace_all(&mut buf, tmp, b"&amp;", b"&");
+        replace_all(&mut buf, tmp, b"&lt;", b"<");
+        replace_all(&mut buf, tmp, b"&gt;", b">");
+    }
+    // f' {line} ' then pass 1: symbols get spaces around them
+    tmp.clear();
+    tmp.reserve(buf.len() * 2 + 2);
+    tmp.push(b' ');
+    for &b in buf.iter() {
+        if CLASS_13A[b as usize] {
+            tmp.push(b' ');
+            tmp.push(b);
+            tmp.push(b' ');
+        } else {
+            tmp.push(b);
+        }
+    }
+    tmp.push(b' ');
+    // pass 2: ([^0-9])([\.,]) -> \1 \2 ␠
+    buf.clear();
+    let s = &tmp[..];
+    let mut i = 0;
+    while i < s.len() {
+        if i + 1 < s.len() && !is_digit(s[i]) && is_dot_comma(s[i + 1]) {
+            buf.extend_from_slice(&[s[i], b' ', s[i + 1], b' ']);
+            i += 2;
+        } else {
+            buf.push(s[i]);
+            i += 1;
+        }
+    }
+    // pass 3: ([\.,])([^0-9]) -> ␠\1 \2
+    tmp.clear();
+    let s = &buf[..];
+    let mut i = 0;
+    while i < s.len() {
+        if i + 1 < s.len() && is_dot_comma(s[i]) && !is_digit(s[i + 1]) {
+            tmp.extend_from_slice(&[b' ', s[i], b' ', s[i + 1]]);
+            i += 2;
+        } else {
+            tmp.push(s[i]);
+            i += 1;
+        }
+    }
+    // pass 4: ([0-9])(-) -> \1 \2 ␠
+    buf.clear();
+    let s = &tmp[..];
+    let mut i = 0;
+    while i < s.len() {
+        if i + 1 < s.len() && is_digit(s[i]) && s[i + 1] == b'-' {
+            buf.extend_from_slice(&[s[i], b' ', b'-', b' ']);
+            i += 2;
+        } else {
+            buf.push(s[i]);
+            i += 1;
+        }
+    }
+    *out = buf;
+}
+
+// ----------------------------------------------------------------------------------------------
+// intl (mteval-v14 international) as in sacrebleu.tokenizers.tokenizer_intl (regex module classes)
+
+const N: u8 = 1;
+const P: u8 = 2;
+const S: u8 = 4;
+
+#[inline]
+fn intl_class(c: char) -> u8 {
+    let cp = c as u32;
+    let mut k = 0;
+    if in_ranges(ut::REGEX_N, cp) {
+        k |= N;
+    }
+    if in_ranges(ut::REGEX_P, cp) {
+        k |= P;
+    }
+    if in_ranges(ut::REGEX_S, cp) {
+        k |= S;
+    }
+    k
+}
+
+/// Tokenizes `line` like sacrebleu's TokenizerV14International, into `out`.
+pub fn intl_into(line: &str, out: &mut Vec<u8>, chars: &mut Vec<(char, u8)>, tmp: &mut Vec<(char, u8)>) {
+    chars.clear();
+    chars.extend(line.chars().map(|c| (c, intl_class(c))));
+    let sp = (' ', 0u8);
+    // pass 1: (\P{N})(\p{P}) -> \1 \2 ␠
+    tmp.clear();
+    let mut i = 0;
+    while i < chars.len() {
+        if i + 1 < chars.len() && chars[i].1 & N == 0 && chars[i + 1].1 & P != 0 {
+            tmp.extend_from_slice(&[chars[i], sp, chars[i + 1], sp]);
+            i += 2;
+        } else {
+            tmp.push(chars[i]);
+            i += 1;
+        }
+    }
+    // pass 2: (\p{P})(\P{N}) -> ␠\1 \2
+    chars.clear();
+    let mut i = 0;
+    while i < tmp.len() {
+        if i + 1 < tmp.len() && tmp[i].1 & P != 0 && tmp[i + 1].1 & N == 0 {
+            chars.extend_from_slice(&[sp, tmp[i], sp, tmp[i + 1]]);
+            i += 2;
+        } else {
+            chars.push(tmp[i]);
+            i += 1;
+        }
+    }
+    // pass 3: (\p{S}) -> ␠\1␠
+    out.clear();
+    let mut enc = [0u8; 4];
+    for &(c, k) in chars.iter() {
+        if k & S != 0 {
+            out.push(b' ');
+            out.extend_from_slice(c.encode_utf8(&mut enc).as_bytes());
+            out.push(b' ');
+        } else {
+            out.extend_from_slice(c.encode_utf8(&mut enc).as_bytes());
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+
+/// Per-thread buffers, reused across segments so that tokenizing allocates nothing in steady state.
+#[derive(Default)]
+pub struct TokScratch {
+    lower: String,
+    tmp: Vec<u8>,
+    ctmp1: Vec<(char, u8)>,
+    ctmp2: Vec<(char, u8)>,
+}
+
+/// The preprocessed segment: `text` holds the bytes, `spans` the tokens' byte ranges in it.
+#[derive(Default, Clone)]
+pub struct Tokens {
+    pub text: Vec<u8>,
+    pub spans: Vec<(u32, u32)>,
+}
+
+impl Tokens {
+    #[inline]
+    pub fn token(&self, i: usize) -> &[u8] {
+        let (a, b) = self.spans[i];
+        &self.text[a as usize..b as usize]
+    }
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+}
+
+/// sacrebleu's `BLEU._preprocess_segment` followed by `line.split()`.
+pub fn tokenize_into(
+    segment: &str,
+    kind: TokenizerKind,
+    lowercase: bool,
+    scratch: &mut TokScratch,
+    out: &mut Tokens,
+) {
+    let mut lower = std::mem::take(&mut scratch.lower);
+    let src: &str = if lowercase {
+        py_lower_into(segment, &mut lower);
+        &lower
+    } else {
+        segment
+    };
+    let line = py_rstrip(src);
+    out.spans.clear();
+    match kind {
+        TokenizerKind::Tok13a => tok13a_into(line, &mut out.text, &mut scratch.tmp),
+        TokenizerKind::Intl => intl_into(line, &mut out.text, &mut scratch.ctmp1, &mut scratch.ctmp2),
+        TokenizerKind::Char | TokenizerKind::None => {
+            out.text.clear();
+            out.text.extend_from_slice(line.as_bytes());
+        }
+    }
+    // SAFETY-free: every transformation above keeps valid UTF-8 (it only inserts ASCII spaces
+    // and removes or replaces whole ASCII substrings).
+    let text = std::str::from_utf8(&out.text).expect("tokenizer output is UTF-8");
+    if kind == TokenizerKind::Char {
+        // " ".join(line) then split(): every non-whitespace char is a token
+        for (i, c) in text.char_indices() {
+            if !is_py_whitespace(c) {
+                out.spans.push((i as u32, (i + c.len_utf8()) as u32));
+            }
+        }
+    } else {
+        py_split_spans(text, &mut out.spans);
+    }
+    scratch.lower = lower;
+}
+
+/// Convenience for tests: the tokens as a space-joined string (what sacrebleu's tokenizer returns
+/// after `' '.join(line.split())`).
+pub fn tokenize_to_string(segment: &str, kind: TokenizerKind, lowercase: bool) -> String {
+    let mut scratch = TokScratch::default();
+    let mut toks = Tokens::default();
+    tokenize_into(segment, kind, lowercase, &mut scratch, &mut toks);
+    let parts: Vec<&str> = (0..toks.len())
+        .map(|i| std::str::from_utf8(toks.token(i)).unwrap())
+        .collect();
+    parts.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thirteen_a_examples() {
+        // expected strings from sacrebleu 2.6 Tokenizer13a
+        let t = |s| tokenize_to_string(s, TokenizerKind::Tok13a, false);
+        assert_eq!(t("Hello, world! It costs $3.50, ok."), "Hello , world ! It costs $ 3.50 , ok .");
+        assert_eq!(t("1-2 a-b &amp;lt; x-\ny"), "1 - 2 a-b < xy");
+        assert_eq!(t(""), "");
+        assert_eq!(t("   \t "), "");
+    }
+
+    #[test]
+    fn lower_final_sigma() {
+        let mut out = String::new();
+        py_lower_into("ΟΔΟΣ Σ", &mut out);
+        assert_eq!(out, "οδος σ");
+        py_lower_into("\u{130}", &mut out);
+        assert_eq!(out, "i\u{307}");
+    }
+
+    #[test]
+    fn python_whitespace() {
+        assert!(is_py_whitespace('\u{1c}'));
+        assert!(is_py_whitespace('\u{3000}'));
+        assert!(!is_py_whitespace('\u{200b}'));
+    }
+}
