@@ -1,0 +1,42 @@
+"""``kdlens study [CONFIG]``: run a whole KD study (default: the offline synthetic miniature)."""
+
+NAME = "study"
+HELP = "run a whole distillation study and write its report (default: offline synthetic miniature)"
+
+
+def add_arguments(parser):
+    parser.add_argument(
+        "config", nargs="?", default=None,
+        help="study TOML file or preset name (synthetic, smoke, paper-qwen-math); default: synthetic")
+    parser.add_argument("-o", "--output", default="kdlens-study",
+                        help="study folder (units, report); re-running resumes (default: %(default)s)")
+    parser.add_argument("-j", "--jobs", type=int, default=None,
+                        help="units to run in parallel (default: the config's `jobs`)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="show the plan and what is already done, run nothing")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from kdlens.errors import KdlensError
+    from kdlens.study import load_study_config, plan_study, run_study
+    from kdlens.study.runner import describe_plan
+
+    cfg = load_study_config(args.config)
+    out = Path(args.output)
+    if args.jobs is not None and args.jobs < 1:
+        raise KdlensError("--jobs must be >= 1")
+    if args.dry_run:
+        print(describe_plan(plan_study(cfg), out))
+        return 0
+    outcome = run_study(cfg, out, jobs=args.jobs, progress=not args.no_progress)
+    print(f"study {cfg.name}: {len(outcome.done)} units run, {len(outcome.skipped)} already done, "
+          f"{len(outcome.failed)} failed, {len(outcome.blocked)} blocked, {outcome.elapsed_s:.0f} s")
+    if not outcome.ok:
+        print(f"kdlens: error: the study is incomplete; fix the failures above and run the same "
+              f"command again to resume ({out})")
+        return 1
+    print(f"report: {outcome.report_dir / 'report.md'}")
+    return 0

@@ -1,0 +1,2 @@
+"""Built-in study presets (TOML): ``synthetic`` (the offline default), ``smoke`` (a reduced study
+that tests use), ``paper-qwen-math`` (the paper's Qwen math grid, for GPUs with hub access)."""

@@ -1,0 +1,196 @@
+"""Run a planned study: every unit whose artifacts are missing, in dependency order, in parallel.
+
+Each unit runs in its own worker process (``python -m kdlens.study.worker STUDY_DIR UNIT_ID``) that
+dies with the runner, writes into ``units/<id>/`` and, last and atomically, ``units/<id>/unit.json``.
+A unit with a ``unit.json`` is finished and is never run again, so killing the runner at any moment
+and running it again finishes the study; training units resume from their own checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from kdlens.errors import KdlensError
+from kdlens.io import write_json_atomic
+from kdlens.study.config import StudyConfig
+from kdlens.study.plan import Plan, Unit, plan_study
+
+UNIT_DONE = "unit.json"
+
+
+def unit_dir(study_dir: Path, unit_id: str) -> Path:
+    return Path(study_dir) / "units" / unit_id
+
+
+def unit_result(study_dir: Path, unit_id: str) -> dict | None:
+    """The finished unit's record, or None while it is not finished."""
+    path = unit_dir(study_dir, unit_id) / UNIT_DONE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+@dataclass
+class StudyOutcome:
+    study_dir: Path
+    done: list[str] = field(default_factory=list)  # finished in this run
+    skipped: list[str] = field(default_factory=list)  # finished before
+    failed: list[str] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)  # not run because a dependency failed
+    elapsed_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.blocked
+
+    @property
+    def report_dir(self) -> Path:
+        return self.study_dir / "report"
+
+
+def describe_plan(plan: Plan, study_dir: Path) -> str:
+    """The plan as text: one line per unit with its state (for ``--dry-run``)."""
+    lines = []
+    counts: dict[str, list[int]] = {}
+    for u in plan.units:
+        done = unit_result(study_dir, u.id) is not None
+        c = counts.setdefault(u.kind, [0, 0])
+        c[0] += 1
+        c[1] += done
+        lines.append(f"  {'done   ' if done else 'pending'}  {u.label:<60}  {u.id}")
+    summary = ", ".join(f"{k}: {n} ({d} done)" for k, (n, d) in counts.items())
+    return f"{len(plan.units)} units in {study_dir}\n  {summary}\n" + "\n".join(lines)
+
+
+def _write_plan(plan: Plan, study_dir: Path) -> None:
+    write_json_atomic(study_dir / "plan.json", plan.to_dict())
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec (Linux)
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _worker_command(study_dir: Path, unit: Unit, cfg: StudyConfig) -> list[str]:
+    nproc = int(cfg.train.get("nproc_per_node", 1)) if unit.kind in ("sft", "kd") else 1
+    if nproc > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                f"--nproc-per-node={nproc}", "-m", "kdlens.study.worker", str(study_dir), unit.id]
+    return [sys.executable, "-m", "kdlens.study.worker", str(study_dir), unit.id]
+
+
+def run_study(
+    cfg: StudyConfig,
+    study_dir: str | os.PathLike,
+    *,
+    jobs: int | None = None,
+    echo: Callable[[str], None] | None = None,
+    progress: bool = True,
+) -> StudyOutcome:
+    """Run every unfinished unit of ``cfg``'s plan; return what happened (failures included)."""
+    from tqdm import tqdm
+
+    tqdm.monitor_interval = 0  # no helper thread: workers are forked with a pre-exec hook
+    study_dir = Path(study_dir).resolve()
+    study_dir.mkdir(parents=True, exist_ok=True)
+    plan = plan_study(cfg)
+    _write_plan(plan, study_dir)
+    jobs = jobs or cfg.jobs
+    cores = os.cpu_count() or 1
+    threads = max(1, cores // jobs)
+
+    units = plan.by_id()
+    outcome = StudyOutcome(study_dir)
+    pending = [u for u in plan.units]
+    for u in list(pending):
+        if unit_result(study_dir, u.id) is not None:
+            outcome.skipped.append(u.id)
+            pending.remove(u)
+    finished = set(outcome.skipped)
+    running: dict[str, tuple[subprocess.Popen, float, object]] = {}
+    bar = tqdm(total=len(plan.units), initial=len(finished), unit="unit", desc=cfg.name,
+               disable=not progress, dynamic_ncols=True)
+    say = echo or (lambda s: bar.write(s))
+    start = time.perf_counter()
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+               OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+               TOKENIZERS_PARALLELISM="false")
+    dead: set[str] = set()
+    try:
+        while pending or running:
+            for u in list(pending):
+                if any(d in dead for d in u.deps):
+                    pending.remove(u)
+                    dead.add(u.id)
+                    outcome.blocked.append(u.id)
+                    say(f"[blocked] {u.label}: a unit it needs failed")
+            ready = [u for u in pending if all(d in finished for d in u.deps)]
+            while ready and len(running) < jobs:
+                u = ready.pop(0)
+                pending.remove(u)
+                d = unit_dir(study_dir, u.id)
+                d.mkdir(parents=True, exist_ok=True)
+                log = open(d / "log.txt", "ab")
+                proc = subprocess.Popen(_worker_command(study_dir, u, cfg), stdout=log,
+                                        stderr=subprocess.STDOUT, env=env,
+                                        preexec_fn=_die_with_parent)
+                running[u.id] = (proc, time.perf_counter(), log)
+            if not running:
+                if pending:  # nothing can run: only blocked work is left (handled above)
+                    continue
+                break
+            time.sleep(0.05)
+            for uid, (proc, t0, log) in list(running.items()):
+                rc = proc.poll()
+                if rc is None:
+                    continue
+                log.close()
+                del running[uid]
+                u = units[uid]
+                took = time.perf_counter() - t0
+                if rc == 0 and unit_result(study_dir, uid) is not None:
+                    finished.add(uid)
+                    outcome.done.append(uid)
+                    bar.update(1)
+                    say(f"[done {took:7.1f}s] {u.label}")
+                else:
+                    dead.add(uid)
+                    outcome.failed.append(uid)
+                    tail = _tail(unit_dir(study_dir, uid) / "log.txt")
+                    say(f"[FAILED {took:6.1f}s] {u.label} (exit {rc}); log: "
+                        f"{unit_dir(study_dir, uid) / 'log.txt'}\n{tail}")
+    finally:
+        for proc, _, log in running.values():
+            proc.kill()
+            proc.wait()
+            log.close()
+        bar.close()
+    outcome.elapsed_s = time.perf_counter() - start
+    return outcome
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join("    " + line for line in text[-lines:])
+
+
+def load_plan(study_dir: Path) -> Plan:
+    path = Path(study_dir) / "plan.json"
+    if not path.is_file():
+        raise KdlensError(f"{study_dir}: no plan.json; is this a kdlens study folder?")
+    return Plan.from_dict(json.loads(path.read_text()))
