@@ -1,0 +1,71 @@
+"""Gather a finished study's units into the tidy tables kdlens.stats reads, and write the report.
+
+scores: one row per (evaluated model, task): BaseModel and SFT rows for every model, KD rows with
+their teacher, objective (as the paper's method name), temperature, noise and teacher kind.
+agreement / fidelity: one row per (compared student, task) against the teacher it learned from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kdlens.study.config import StudyConfig, method_name
+from kdlens.study.plan import Plan
+
+
+def collect_tables(study_dir: Path, plan: Plan, cfg: StudyConfig) -> dict:
+    import polars as pl
+
+    from kdlens.study.runner import unit_result
+
+    units = plan.by_id()
+    results = {u.id: unit_result(study_dir, u.id) for u in plan.units if u.kind != "report"}
+    missing = [units[i].label for i, r in results.items() if r is None]
+    if missing:
+        from kdlens.errors import KdlensError
+
+        raise KdlensError(f"{len(missing)} unit(s) are not finished (e.g. {missing[0]}); run the study again")
+
+    def describe(trained_id: str) -> dict:
+        u = units[trained_id]
+        res = results[trained_id]["result"]
+        row = {"student": u.params.get("student", u.params.get("model")), "teacher": None,
+               "temperature": None, "noise_sigma": 0.0, "teacher_kind": None,
+               "student_size_b": res.get("size_b"), "run_id": trained_id}
+        if u.kind == "base":
+            row["method"] = "BaseModel"
+        elif u.kind == "sft":
+            row["method"] = "SFT"
+        else:
+            row.update(method=method_name(u.params["objective"]), teacher=u.params["teacher"],
+                       temperature=float(u.params["temperature"]),
+                       noise_sigma=float(u.params["noise_sigma"]),
+                       teacher_kind=u.params["teacher_kind"], seed=u.params["seed"])
+        return row
+
+    family = cfg.task.family
+    score_rows, agree_rows, fid_rows = [], [], []
+    for u in plan.of_kind("eval"):
+        info = describe(u.params["of"])
+        for task, score in results[u.id]["result"]["scores"].items():
+            if task.lower() == "average":
+                continue
+            score_rows.append({**info, "task": task, "family": family, "score": float(score)})
+    for u in plan.of_kind("compare"):
+        info = describe(u.params["of"])
+        info["teacher"] = u.params["teacher"]
+        for task, m in results[u.id]["result"]["by_task"].items():
+            if task.lower() == "average":
+                continue
+            if m["agreement"] is not None:
+                agree_rows.append({**info, "task": task, "family": family, "agreement": m["agreement"]})
+            fid_rows.append({**info, "task": task, "family": family, "fidelity": m["fidelity"]})
+    schema = {"teacher": pl.String, "student": pl.String, "method": pl.String,
+              "temperature": pl.Float64, "noise_sigma": pl.Float64, "teacher_kind": pl.String,
+              "student_size_b": pl.Float64, "run_id": pl.String, "task": pl.String,
+              "family": pl.String}
+    frame = lambda rows, value: pl.DataFrame(  # noqa: E731
+        [{k: r.get(k) for k in [*schema, value]} for r in rows],
+        schema={**schema, value: pl.Float64})
+    return {"scores": frame(score_rows, "score"), "agreement": frame(agree_rows, "agreement"),
+            "fidelity": frame(fid_rows, "fidelity")}
