@@ -1,0 +1,227 @@
+"""Write the report: ``report.md`` (figures linked from ``figures/``), a self-contained
+``report.html`` (the same content, PNGs embedded as base64), and the analysis tables as CSV.
+
+The report is a list of blocks (headings, paragraphs, lists, tables, figures) rendered twice, so the
+Markdown and the HTML say the same thing. Figures and tables the results cannot support are listed
+under "Excluded" with the reason. All files are written atomically.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from kdlens.io import write_table_atomic, write_text_atomic
+from kdlens.report import figures as figs
+from kdlens.report.tables import Table, estimates_table, frame_table, hypothesis_table
+from kdlens.stats.schema import AVERAGE_TASK, family_order
+
+
+@dataclass
+class Heading:
+    level: int
+    text: str
+
+
+@dataclass
+class Paragraph:
+    text: str
+
+
+@dataclass
+class Bullets:
+    items: list[str]
+
+
+@dataclass
+class FigureBlock:
+    path: Path
+    caption: str
+
+
+Block = Heading | Paragraph | Bullets | Table | FigureBlock
+
+
+def _ablation_tables(analysis) -> tuple[list[Table], list[str]]:
+    tables, excluded = [], []
+    unit = "unit: one run (teacher, student, method, temperature, noise), family Average"
+
+    temp = analysis.temperature.filter(pl.col("task") == AVERAGE_TASK)
+    if temp.height:
+        wide = temp.with_columns(pl.format("T={}", pl.col("temperature").round(2)).alias("T")).pivot(
+            on="T", index=["family", "teacher", "student", "method"], values="score"
+        )
+        tables.append(frame_table(wide, "Temperature ablation: Average score (%) by T",
+                                  [f"{unit}; n = {temp.height} runs in {wide.height} curves."],
+                                  percent=tuple(c for c in wide.columns if c.startswith("T="))))  # fmt: skip
+    else:
+        excluded.append("Temperature ablation table: no (teacher, student, method) was run at two or more temperatures.")
+
+    noise = analysis.noise.filter(pl.col("task") == AVERAGE_TASK)
+    if noise.height:
+        wide = noise.with_columns(pl.format("sigma={}", pl.col("noise_sigma").round(2)).alias("sigma")).pivot(
+            on="sigma", index=["family", "teacher", "student", "method", "temperature"], values="score"
+        )
+        tables.append(frame_table(wide, "Teacher-noise ablation: Average score (%) by sigma",
+                                  [f"{unit}; n = {noise.height} runs in {wide.height} curves."],
+                                  percent=tuple(c for c in wide.columns if c.startswith("sigma="))))  # fmt: skip
+    else:
+        excluded.append("Teacher-noise ablation table: no run used a noisy teacher (sigma > 0) next to a sigma = 0 run.")
+
+    kind = analysis.teacher_kind.filter(pl.col("task") == AVERAGE_TASK)
+    if kind.height:
+        tables.append(frame_table(
+            kind.drop("task"), "Task-unaware minus task-aware teacher (Average, points)",
+            [f"unit: a run with a task-unaware (base) teacher and its task-aware twin (same teacher model, "
+             f"student, method, T, sigma); n = {kind.height} pairs of runs. "
+             f"Mean delta {kind['delta'].mean():.2f}, range {kind['delta'].min():.2f} to {kind['delta'].max():.2f}."],
+            percent=("task_aware_score", "task_unaware_score", "delta")))  # fmt: skip
+    else:
+        excluded.append("Teacher-kind ablation table: no task-unaware teacher run has a task-aware twin.")
+
+    best = analysis.best_teacher
+    if best.height:
+        tables.append(frame_table(best, "Best teacher per student (Average)",
+                                  [f"unit: a student; candidates are its units (teacher, method, max over T); n = {best.height} students."],
+                                  percent=("score", "sft_score", "improvement")))  # fmt: skip
+    gain = analysis.gain_by_size
+    if gain.height:
+        tables.append(frame_table(gain, "KD gain by student size (Average improvement over SFT, points)",
+                                  [f"unit: (teacher, student, method) units grouped by student and method ('all' pools methods); {gain.height} rows."],
+                                  percent=("mean_improvement", "min_improvement", "max_improvement")))  # fmt: skip
+    return tables, excluded
+
+
+def _data_summary(analysis) -> list[str]:
+    scores = analysis.tables.scores
+    tasks = scores.filter(pl.col("task") != AVERAGE_TASK)
+    items = []
+    for family in family_order(scores["family"].unique().to_list()):
+        fam = tasks.filter(pl.col("family") == family)
+        units = analysis.units.frame.filter((pl.col("family") == family) & (pl.col("task") == AVERAGE_TASK))
+        items.append(
+            f"{family}: {fam['student'].n_unique()} students, {fam['teacher'].drop_nulls().n_unique()} teachers, "
+            f"methods {', '.join(sorted(fam['method'].unique().to_list()))}, "
+            f"{fam['task'].n_unique()} task(s), {units.height} units of analysis with an Average"
+        )
+    return items
+
+
+def build_blocks(analysis, figure_dir: Path) -> list[Block]:
+    """The report as blocks; draws the figures into ``figure_dir``."""
+    from kdlens import __version__
+
+    blocks: list[Block] = [
+        Heading(1, "kdlens report"),
+        Paragraph(
+            f"Source: {analysis.tables.source}. kdlens {__version__}. Bootstrap: {analysis.bootstrap_resamples} "
+            f"resamples, seed {analysis.seed}, {analysis.level:.0%} percentile intervals. Scores are accuracy in %."
+        ),
+        Heading(2, "Data"),
+        Bullets(_data_summary(analysis)),
+    ]
+    excluded: list[str] = []
+    blocks.append(Heading(2, "Hypothesis tests (paper section 7)"))
+    families = family_order(analysis.hypotheses["family"].unique().to_list())
+    for family in families:
+        blocks.append(hypothesis_table(analysis.hypotheses, family))
+        blocks.append(estimates_table(analysis.hypotheses, family, analysis.level,
+                                      analysis.bootstrap_resamples, analysis.seed))  # fmt: skip
+    for family in families:
+        present = set(analysis.hypotheses.filter(pl.col("family") == family)["hypothesis"].to_list())
+        if "H4" not in present:
+            excluded.append(f"H4 ({family}): no agreement values for this family's units.")
+        if "H5" not in present:
+            excluded.append(f"H5 ({family}): no fidelity values for this family's units.")
+
+    blocks.append(Heading(2, "Ablations"))
+    tables, table_exclusions = _ablation_tables(analysis)
+    blocks += tables
+    excluded += table_exclusions
+
+    blocks.append(Heading(2, "Figures"))
+    for draw in figs.ALL_FIGURES:
+        result = draw(analysis, figure_dir / f"{draw.__name__}.png")
+        if result.path is None:
+            excluded.append(f"Figure {result.name}: {result.excluded_reason}.")
+        else:
+            blocks.append(FigureBlock(result.path, result.caption))
+
+    blocks.append(Heading(2, "Excluded"))
+    blocks.append(Bullets(excluded or ["Nothing: every table and figure could be drawn."]))
+    blocks.append(Heading(2, "Left out of the analyses"))
+    blocks.append(Bullets(list(analysis.exclusions) or ["Nothing was left out."]))
+    return blocks
+
+
+def render_markdown(blocks: list[Block], root: Path) -> str:
+    out = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            out.append("#" * block.level + " " + block.text + "\n")
+        elif isinstance(block, Paragraph):
+            out.append(block.text + "\n")
+        elif isinstance(block, Bullets):
+            out.append("\n".join(f"- {item}" for item in block.items) + "\n")
+        elif isinstance(block, Table):
+            out.append(block.to_markdown())
+        elif isinstance(block, FigureBlock):
+            rel = block.path.relative_to(root).as_posix()
+            out.append(f"![{block.path.stem}]({rel})\n\n_{block.caption}_\n")
+    return "\n".join(out)
+
+
+_CSS = (
+    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
+    "table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0}"
+    "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
+    "figcaption{font-weight:bold}.note{font-size:0.8em;font-style:italic;margin:0.2em 0}"
+    "img{max-width:100%}"
+)
+
+
+def render_html(blocks: list[Block]) -> str:
+    out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>kdlens report</title><style>{_CSS}</style></head><body>"]
+    for block in blocks:
+        if isinstance(block, Heading):
+            out.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
+        elif isinstance(block, Paragraph):
+            out.append(f"<p>{html.escape(block.text)}</p>")
+        elif isinstance(block, Bullets):
+            out.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in block.items) + "</ul>")
+        elif isinstance(block, Table):
+            out.append(block.to_html())
+        elif isinstance(block, FigureBlock):
+            data = base64.b64encode(block.path.read_bytes()).decode("ascii")
+            out.append(
+                f"<figure><img alt='{html.escape(block.path.stem)}' src='data:image/png;base64,{data}'>"
+                f"<figcaption>{html.escape(block.caption)}</figcaption></figure>"
+            )
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def write_analysis_tables(analysis, out_dir: Path) -> list[Path]:
+    """The analysis frames as CSV (hypotheses, units, ablations)."""
+    frames = {
+        "hypotheses": analysis.hypotheses, "units": analysis.units.frame,
+        "temperature_curves": analysis.temperature, "noise_curves": analysis.noise,
+        "teacher_kind_deltas": analysis.teacher_kind, "best_teacher": analysis.best_teacher,
+        "gain_by_student_size": analysis.gain_by_size,
+    }  # fmt: skip
+    return [write_table_atomic(frame, out_dir / f"{name}.csv") for name, frame in frames.items()]
+
+
+def write_report(analysis, out_dir: str | Path) -> dict[str, Path]:
+    """Write report.md, report.html, figures/*.png and tables/*.csv under ``out_dir``."""
+    root = Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    blocks = build_blocks(analysis, root / "figures")
+    md = write_text_atomic(root / "report.md", render_markdown(blocks, root))
+    page = write_text_atomic(root / "report.html", render_html(blocks))
+    write_analysis_tables(analysis, root / "tables")
+    return {"markdown": md, "html": page, "figures": root / "figures", "tables": root / "tables"}
