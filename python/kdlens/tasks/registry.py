@@ -39,6 +39,7 @@ class Task:
     ``name``: canonical lowercase key (also the :mod:`kdlens.answers` rule key for scored tasks).
     ``rule``: the answer-extraction rule (None for ROUGE-L tasks). ``folders``/``files``: where the
     test file lies under a data folder (first match wins, folder names compared case-insensitively).
+    ``"."`` in ``folders`` means the data folder itself.
     ``read``: turns a source (file path or hub id) and options into records (dicts).
     ``to_example``: turns one record and its position into an :class:`Example`.
     """
@@ -71,7 +72,7 @@ class Task:
             raise KdlensError(f"{root}: no such data folder")
         entries = {p.name.lower(): p for p in root.iterdir()}
         for folder in self.folders + (self.name,):
-            sub = entries.get(folder.lower())
+            sub = root if folder == "." else entries.get(folder.lower())
             if sub is not None and sub.is_dir():
                 for rel in self.files:
                     if (sub / rel).is_file():

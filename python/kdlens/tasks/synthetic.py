@@ -3,7 +3,8 @@
 With no data file the test split is generated from options ``seed`` (default 0) and ``n_test``
 (default 300), the defaults of :func:`kdlens.data.synthetic.make_task`, so a model trained on
 ``make_task(seed)``'s train split is evaluated on the matching test split. A ``test.json`` written by
-:func:`kdlens.data.synthetic.write_task` works as a data file too. Scored like GSM8K.
+:func:`kdlens.data.synthetic.write_task` works as a data file too, and so does the folder it wrote
+(``--data-dir``: ``DIR/test.json`` or ``DIR/synthetic/test.json``). Scored like GSM8K.
 """
 
 from __future__ import annotations
@@ -38,6 +39,6 @@ def read_synthetic(source=None, **options) -> list[dict]:
 
 register(Task(
     name="synthetic", family="synthetic", display="Synthetic", metric="accuracy", rule="synthetic",
-    read=read_synthetic, to_example=llm_adapters_example, folders=("synthetic",),
+    read=read_synthetic, to_example=llm_adapters_example, folders=("synthetic", "."),
     needs_source=False, description="last number in the output, |gold - pred| <= 0.001",
 ))
