@@ -152,3 +152,83 @@ def make_tiny_model(name: str, tokenizer=None, *, vocab_size: int | None = None,
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config)
     return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Training helpers: student construction (LoRA), vocabulary checks, hidden states + lm_head
+# ---------------------------------------------------------------------------------------------
+
+def add_lora(model, *, r: int = 8, alpha: int = 16, dropout: float = 0.05,
+             targets=("q_proj", "k_proj", "v_proj", "up_proj", "down_proj")):
+    """Wrap ``model`` in a peft LoRA model (the paper's r=8, alpha=16, dropout 0.05 on q,k,v,up,down);
+    the base weights and the lm_head stay frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    missing = [t for t in targets if t not in names]
+    if missing:
+        raise KdlensError(f"LoRA target module(s) {', '.join(missing)} do not exist in this model; "
+                          f"set lora_targets to names it has (e.g. {', '.join(sorted(names & set(targets)) or ['q_proj'])})")
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets),
+                        bias="none", task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def build_student(cfg, tokenizer):
+    """The trainable student of a TrainConfig: ``tiny:<name>`` (random init seeded by cfg.seed) or a
+    folder/hub id, with LoRA when ``cfg.lora``; full fine-tuning otherwise."""
+    import torch
+
+    dtype = getattr(torch, cfg.dtype)
+    if cfg.student.startswith("tiny:"):
+        model = make_tiny_model(cfg.student[5:], tokenizer, seed=cfg.seed).to(dtype)
+    else:
+        model = load_causal_lm(cfg.student, dtype=dtype, trainable=True)
+    model.requires_grad_(True)
+    model.train()
+    check_tokenizer_fits(tokenizer, model, "student")
+    if cfg.lora:
+        model = add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                         targets=cfg.lora_targets)
+    return model
+
+
+def check_tokenizer_fits(tokenizer, model, role: str) -> None:
+    width = model.get_output_embeddings().weight.shape[0]
+    if len(tokenizer) > width:
+        raise KdlensError(f"the tokenizer has {len(tokenizer)} tokens but the {role}'s output layer only "
+                          f"{width}; use the tokenizer the {role} was trained with")
+
+
+def align_vocabularies(tokenizer, student, teacher, teacher_tokenizer=None) -> int:
+    """Check that teacher and student share the vocabulary; return the shared logit width.
+
+    The tokenizers must map every token to the same id (the paper's code asserts equal vocabularies);
+    logit widths may differ (Qwen2.5: 151936 vs 152064) and are cut to the shared prefix by the loss.
+    """
+    if teacher_tokenizer is not None and teacher_tokenizer.get_vocab() != tokenizer.get_vocab():
+        a, b = tokenizer.get_vocab(), teacher_tokenizer.get_vocab()
+        diff = sorted(set(a.items()) ^ set(b.items()))[:3]
+        raise KdlensError(
+            f"teacher and student tokenizers differ ({len(b)} vs {len(a)} tokens; e.g. {diff}); KD needs a "
+            "shared vocabulary: pick a teacher from the student's model family")
+    check_tokenizer_fits(tokenizer, student, "student")
+    check_tokenizer_fits(tokenizer, teacher, "teacher")
+    s_width = student.get_output_embeddings().weight.shape[0]
+    t_width = teacher.get_output_embeddings().weight.shape[0]
+    return min(s_width, t_width)
+
+
+def hidden_states_and_head(model, input_ids, attention_mask):
+    """Final (normed) hidden states [B, S, H] of a causal LM and its lm_head weight [V, H].
+
+    Works for plain transformers models and peft-wrapped ones (LoRA layers live inside the decoder,
+    the lm_head is not adapted). Full logits are never computed.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = base.get_decoder() if hasattr(base, "get_decoder") else base.model
+    out = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    head = base.get_output_embeddings()
+    if getattr(head, "bias", None) is not None:
+        raise KdlensError("models whose lm_head has a bias are not supported by the fused KD path")
+    return out.last_hidden_state, head.weight

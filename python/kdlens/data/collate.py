@@ -1,0 +1,87 @@
+"""Tokenising records into training examples and padding them into batches.
+
+An example is ``prompt + output + EOS`` tokenised and truncated to ``max_length``; its labels are
+the input ids (the paper's train_on_inputs=True) or -100 over the prompt. Batches are right-padded
+with the pad id; padded positions get attention 0 and label -100. :func:`valid_token_count` is the
+number of positions a loss counts, the normaliser of the global-token loss reduction.
+
+Tests: ``python -m pytest tests/train/test_collate.py -q``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from kdlens.errors import KdlensError
+
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class Example:
+    input_ids: list[int]
+    labels: list[int]
+    prompt_len: int
+
+
+def encode_record(record: dict, tokenizer, template, *, max_length: int, train_on_inputs: bool = True) -> Example:
+    """One LLM-Adapters record -> an :class:`Example` (prompt + output + EOS, truncated)."""
+    prompt = template.prompt(record["instruction"], record.get("input") or "")
+    output = record.get("output")
+    if not isinstance(output, str):
+        raise KdlensError(f"a record's 'output' must be a string, got {type(output).__name__}")
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    full_ids = tokenizer(prompt + output, add_special_tokens=False)["input_ids"]
+    if tokenizer.eos_token_id is None:
+        raise KdlensError("the tokenizer has no EOS token; training needs one to end responses")
+    full_ids = list(full_ids) + [tokenizer.eos_token_id]
+    full_ids = full_ids[:max_length]
+    n_prompt = min(len(prompt_ids), len(full_ids))
+    labels = list(full_ids)
+    if not train_on_inputs:
+        labels[:n_prompt] = [IGNORE_INDEX] * n_prompt
+    return Example(input_ids=full_ids, labels=labels, prompt_len=n_prompt)
+
+
+def encode_records(records, tokenizer, template, *, max_length: int, train_on_inputs: bool = True) -> list[Example]:
+    return [encode_record(r, tokenizer, template, max_length=max_length, train_on_inputs=train_on_inputs)
+            for r in records]
+
+
+def collate(examples: Sequence[Example], pad_id: int, *, pad_to_multiple_of: int = 1):
+    """Right-pad examples into ``{"input_ids", "attention_mask", "labels"}`` int64 tensors."""
+    import torch
+
+    if not examples:
+        raise KdlensError("cannot collate an empty batch")
+    length = max(len(e.input_ids) for e in examples)
+    if pad_to_multiple_of > 1:
+        length = -(-length // pad_to_multiple_of) * pad_to_multiple_of
+    ids = torch.full((len(examples), length), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), length), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(examples), length), dtype=torch.long)
+    for i, e in enumerate(examples):
+        n = len(e.input_ids)
+        ids[i, :n] = torch.tensor(e.input_ids)
+        labels[i, :n] = torch.tensor(e.labels)
+        mask[i, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def shifted_labels(labels):
+    """Next-token targets at each position: labels shifted left by one, -100 at the last position."""
+    import torch
+
+    out = torch.full_like(labels, IGNORE_INDEX)
+    out[:, :-1] = labels[:, 1:]
+    return out
+
+
+def valid_token_count(batch, *, kind: str) -> int:
+    """Positions a loss counts: ``ce`` = shifted labels != -100; ``kd`` = attention mask & labels != -100."""
+    if kind == "ce":
+        return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+    if kind == "kd":
+        return int(((batch["labels"] != IGNORE_INDEX) & (batch["attention_mask"] != 0)).sum())
+    raise KdlensError(f"unknown token-count kind {kind!r}")
