@@ -91,7 +91,8 @@ def _ablation_tables(analysis) -> tuple[list[Table], list[str]]:
     gain = analysis.gain_by_size
     if gain.height:
         tables.append(frame_table(gain, "KD gain by student size (Average improvement over SFT, points)",
-                                  [f"unit: (teacher, student, method) units grouped by student and method ('all' pools methods); {gain.height} rows."],
+                                  [f"unit: (teacher, student, method) units grouped by student and method ('all' pools methods); "
+                                   f"n = {analysis.units.frame.filter(pl.col('task') == AVERAGE_TASK).height} units in {gain.height} rows (n_units per row)."],
                                   percent=("mean_improvement", "min_improvement", "max_improvement")))  # fmt: skip
     return tables, excluded
 
