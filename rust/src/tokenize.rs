@@ -335,6 +335,11 @@ fn intl_class(c: char) -> u8 {
     k
 }
 
+/// bit 0: Python whitespace, 1: regex \p{N}, 2: \p{P}, 3: \p{S} (exposed for exhaustive tests).
+pub fn char_class_bits(c: char) -> u8 {
+    (is_py_whitespace(c) as u8) | (intl_class(c) << 1)
+}
+
 /// Tokenizes `line` like sacrebleu's TokenizerV14International, into `out`.
 pub fn intl_into(line: &str, out: &mut Vec<u8>, chars: &mut Vec<(char, u8)>, tmp: &mut Vec<(char, u8)>) {
     chars.clear();
