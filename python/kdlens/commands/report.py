@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 
-from kdlens.commands import stats as _stats
-
 NAME = "report"
 HELP = "Write the study report (Markdown + self-contained HTML, figures, tables) from a results table."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from kdlens.commands import stats as _stats  # same options as kdlens stats (stdlib-only module)
+
     _stats.add_arguments(parser)
     for action in parser._actions:  # -o is required here: the report is files
         if action.dest == "output":
@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from kdlens.commands import stats as _stats
     from kdlens.report import write_report
     from kdlens.stats import analyse
 
