@@ -127,7 +127,8 @@ def kd_term(cfg: TrainConfig, s_hidden, s_weight, t_hidden, t_weight, attention_
 
     return kd_loss(student_hidden=s_hidden, student_weight=s_weight, teacher_hidden=t_hidden,
                    teacher_weight=t_weight, attention_mask=attention_mask,
-                   implementation=cfg.loss_implementation, noise_row_offset=noise_row_offset, **common)
+                   implementation=cfg.loss_implementation, noise_row_offset=noise_row_offset,
+                   compile=cfg.compile, **common)
 
 
 def _mix_seed(*parts: int) -> int:
