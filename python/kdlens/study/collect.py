@@ -69,3 +69,24 @@ def collect_tables(study_dir: Path, plan: Plan, cfg: StudyConfig) -> dict:
         schema={**schema, value: pl.Float64})
     return {"scores": frame(score_rows, "score"), "agreement": frame(agree_rows, "agreement"),
             "fidelity": frame(fid_rows, "fidelity")}
+
+
+def write_report(tables: dict, report_dir: Path, cfg: StudyConfig) -> dict:
+    """Save the tidy tables (``<study>/results/*.parquet``, readable by ``kdlens stats``) and write
+    the report (report.md, report.html, figures, tables) with kdlens.stats and kdlens.report."""
+    from kdlens.io import write_table_atomic
+    from kdlens.report import write_report as render
+    from kdlens.stats import ResultTables, analyse
+
+    results_dir = Path(report_dir).parent / "results"
+    for name, frame in tables.items():
+        write_table_atomic(frame, results_dir / f"{name}.parquet")
+    result_tables = ResultTables(
+        scores=tables["scores"],
+        agreement=tables["agreement"] if tables["agreement"].height else None,
+        fidelity=tables["fidelity"] if tables["fidelity"].height else None,
+        source=f"kdlens study {cfg.name}",
+    )
+    analysis = analyse(result_tables, seed=0)
+    paths = render(analysis, report_dir)
+    return {"results_dir": results_dir, **paths}
