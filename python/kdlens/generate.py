@@ -290,6 +290,16 @@ def _read_done(out_dir: Path, final_name: str):
     return pl.concat(frames, how="diagonal_relaxed"), parts
 
 
+def _flatten(obj: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in obj.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def check_manifest(out_dir: Path, manifest: dict, name: str = "run.json") -> None:
     """Refuse to mix outputs of different runs in one folder; write the manifest on first use."""
     from kdlens.io import write_json_atomic
@@ -299,7 +309,8 @@ def check_manifest(out_dir: Path, manifest: dict, name: str = "run.json") -> Non
     if path.is_file():
         previous = json.loads(path.read_text(encoding="utf-8"))
         if previous != manifest:
-            diff = sorted(k for k in set(previous) | set(manifest) if previous.get(k) != manifest.get(k))
+            old, new = _flatten(previous), _flatten(manifest)
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             raise KdlensError(
                 f"{out_dir} holds generations of a different run (differs in: {', '.join(diff)}). "
                 "Use a new output folder, or delete the old one to start again."

@@ -1,0 +1,33 @@
+"""``kdlens compare TEACHER_DIR STUDENT_DIR``: teacher-student answer agreement and BLEU fidelity.
+
+Both folders are outputs of ``kdlens evaluate``. Prints a Markdown table per task and family
+average; with ``-o OUT`` also writes OUT/comparison.parquet and OUT/comparison.md.
+"""
+
+from __future__ import annotations
+
+NAME = "compare"
+HELP = "teacher-student agreement and BLEU fidelity from two evaluation folders"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("teacher_dir", help="the teacher's `kdlens evaluate` output folder")
+    parser.add_argument("student_dir", help="the student's `kdlens evaluate` output folder")
+    parser.add_argument("-o", "--out", help="folder for comparison.parquet and comparison.md")
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from kdlens.evaluate import compare, comparison_markdown
+    from kdlens.io import write_table_atomic, write_text_atomic
+
+    table = compare(args.teacher_dir, args.student_dir)
+    text = comparison_markdown(table)
+    print(text, end="")
+    if args.out:
+        out = Path(args.out)
+        write_table_atomic(table, out / "comparison.parquet")
+        write_text_atomic(out / "comparison.md", text)
+        print(f"wrote {out}/comparison.parquet, comparison.md")
+    return 0
