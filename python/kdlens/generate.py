@@ -219,8 +219,12 @@ def _generate_batch(model, tokenizer, batch: list[list[int]], decoding: Decoding
     reasons = ["length"] * len(batch)
     active = list(range(len(batch)))  # original rows still decoding, in cache order
     with torch.inference_mode():
-        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                    use_cache=True, logits_to_keep=1)
+        try:  # logits of the last position only (most causal LMs in transformers accept this)
+            out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                        use_cache=True, logits_to_keep=1)
+        except TypeError:
+            out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                        use_cache=True)
         cache = out.past_key_values
         next_positions = position_ids[:, -1] + 1
         for step in range(decoding.max_new_tokens):

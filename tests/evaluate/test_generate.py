@@ -134,3 +134,33 @@ def test_decoding_validation():
     with pytest.raises(KdlensError, match="max_new_tokens"):
         Decoding(max_new_tokens=0)
     assert Decoding(do_sample=True, seeds=(1, 2)).seeds == (1, 2)
+
+
+def test_lora_adapter_model_generates_like_merged_weights(tiny_lm, tmp_path):
+    """A peft LoRA model goes through the same loop; its greedy output equals the merged model's."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    from kdlens.models import load_causal_lm
+
+    model, tok, folder = tiny_lm
+    peft_model = get_peft_model(copy.deepcopy(model), LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    loaded = load_causal_lm(folder, adapter=tmp_path / "adapter")
+    merged = copy.deepcopy(peft_model).merge_and_unload().eval()
+    dec = Decoding(max_new_tokens=12, stop_strings=(), batch_size=4)
+    with_adapter = [g.token_ids for g in generate(loaded, tok, PROMPTS[:8], dec, eos_token_ids=[])]
+    assert with_adapter == [_hf_greedy(merged, tok, p, 12) for p in PROMPTS[:8]]
+    assert with_adapter != [g.token_ids for g in generate(model, tok, PROMPTS[:8], dec, eos_token_ids=[])]
+    # The same adapter through evaluate(): loaded from folders, named after the adapter folder.
+    from kdlens.evaluate import evaluate
+
+    res = evaluate(str(folder), "synthetic", tmp_path / "eval", adapter=tmp_path / "adapter",
+                   decoding=Decoding(max_new_tokens=12, batch_size=2),
+                   task_options={"synthetic": {"n_test": 3}}, progress=False, device="cpu")
+    gens = res.generations.sort("id")
+    direct = generate(loaded, tok, gens["prompt"].to_list(), Decoding(max_new_tokens=12))
+    assert gens["raw_output"].to_list() == [g.text for g in direct]
+    assert set(gens["model"]) == {"adapter"}
