@@ -186,3 +186,19 @@ def test_cli_errors_and_task_list(capsys, tmp_path):
     assert "several seeds" in capsys.readouterr().err
     assert main(["compare", str(tmp_path / "none1"), str(tmp_path / "none2")]) == 2
     assert "run `kdlens evaluate" in capsys.readouterr().err
+
+
+def test_cli_paper_decoding_with_seeds(tiny_lm, tmp_path, capsys):
+    _, _, folder = tiny_lm
+    out = tmp_path / "paper"
+    assert main(["evaluate", "--model", str(folder), "--tasks", "synthetic", "--paper-decoding",
+                 "--seeds", "1,2", "--max-new-tokens", "6", "--task-option", "synthetic.n_test=3",
+                 "--task-option", "synthetic.seed=4", "-o", str(out), "--no-progress"]) == 0
+    decoding = json.loads((out / "run.json").read_text())["decoding"]
+    assert decoding["do_sample"] is True and decoding["top_k"] == 0 and decoding["top_p"] == 1.0
+    assert decoding["temperature"] == 1.0 and decoding["seeds"] == [1, 2]
+    gens = pl.read_parquet(out / GENERATIONS)
+    assert gens.height == 6
+    from kdlens.data.synthetic import make_task
+
+    assert sorted(set(gens["gold"])) == sorted({r["answer"] for r in make_task(seed=4, n_train=0, n_test=3).test})

@@ -40,7 +40,8 @@ def add_arguments(parser) -> None:
     dec = parser.add_argument_group("decoding (default: greedy)")
     dec.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     dec.add_argument("--paper-decoding", action="store_true",
-                     help="the paper's decoding: sampling, T=1, top_k 0, top_p 1, 256 new tokens, seed 6")
+                     help="the paper's decoding: sampling with T=1, top_k 0, top_p 1 (with --seeds and "
+                          "--max-new-tokens, whose defaults 6 and 256 are the paper's)")
     dec.add_argument("--temperature", type=float, default=1.0)
     dec.add_argument("--top-k", type=int, default=0, help="0 = off")
     dec.add_argument("--top-p", type=float, default=1.0, help="1 = off")
@@ -90,7 +91,8 @@ def run(args) -> int:
     except ValueError:
         raise KdlensError(f"--seeds must be a comma list of integers, got {args.seeds!r}") from None
     if args.paper_decoding:
-        decoding = Decoding(**{**PAPER_DECODING.to_dict(), "batch_size": args.batch_size})
+        decoding = Decoding(**{**PAPER_DECODING.to_dict(), "batch_size": args.batch_size,
+                               "seeds": seeds, "max_new_tokens": args.max_new_tokens})
     else:
         decoding = Decoding(do_sample=args.sample, temperature=args.temperature, top_k=args.top_k,
                             top_p=args.top_p, max_new_tokens=args.max_new_tokens, seeds=seeds,

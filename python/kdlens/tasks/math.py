@@ -23,5 +23,5 @@ for _name, _display, _folder, _size, _aliases in _MATH:
         read=read_llm_adapters, to_example=llm_adapters_example, paper_size=_size,
         folders=(_folder,), aliases=_aliases,
         description="letter A-E, first in the output" if _name == "aqua"
-        else "last number in the output, |gold - pred| <= 0.001",
+        else "last number in the output, abs(gold - pred) <= 0.001",
     ))

@@ -40,5 +40,5 @@ def read_synthetic(source=None, **options) -> list[dict]:
 register(Task(
     name="synthetic", family="synthetic", display="Synthetic", metric="accuracy", rule="synthetic",
     read=read_synthetic, to_example=llm_adapters_example, folders=("synthetic", "."),
-    needs_source=False, description="last number in the output, |gold - pred| <= 0.001",
+    needs_source=False, description="last number in the output, abs(gold - pred) <= 0.001",
 ))
