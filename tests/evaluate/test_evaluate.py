@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from fixtures import write_instruct_dir, write_llm_adapters_dir
+from eval_fixtures import write_instruct_dir, write_llm_adapters_dir
 from kdlens.cli import main
 from kdlens.data.prompts import ALPACA
 from kdlens.errors import KdlensError

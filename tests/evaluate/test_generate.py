@@ -8,7 +8,7 @@ TopK/TopP logits warpers (filtering).
 import pytest
 import torch
 
-from conftest import PROMPTS
+from eval_fixtures import PROMPTS
 from kdlens.errors import KdlensError
 from kdlens.generate import Decoding, filter_logits, generate, item_seed
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from fixtures import (COMMONSENSE_RECORDS, INSTRUCT_RECORDS, MATH_RECORDS, write_instruct_dir,
+from eval_fixtures import (COMMONSENSE_RECORDS, INSTRUCT_RECORDS, MATH_RECORDS, write_instruct_dir,
                       write_llm_adapters_dir)
 from kdlens.errors import KdlensError
 from kdlens.tasks import get_task, list_tasks, resolve_tasks

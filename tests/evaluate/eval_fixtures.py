@@ -9,6 +9,30 @@ string or a list of references, in MiniLLM's ``data/`` layout (dolly/valid.jsonl
 import json
 from pathlib import Path
 
+# Prompts for the generation tests: varied lengths, so batches are padded.
+PROMPTS = [
+    "Tom has 3 apples.",
+    "Below is an instruction that describes a task. Write a response that appropriately completes "
+    "the request.\n\n### Instruction:\nAna has 12 pens and gives 5 to Li. How many are left?\n\n"
+    "### Response:\n",
+    "x",
+    "How many coins does Sara have in 4 boxes with 7 coins each?",
+    "1 2 3 4 5 6 7 8 9",
+    "The answer is",
+    "Omar shares 36 cards equally among 4 friends.",
+    "Zoe",
+    "Mia has 60 eggs, loses 35 of them, and then finds 29 more.",
+    "Ravi buys 3 packs with 9 balls in each.",
+    "### Instruction:\nadd 2 and 2\n\n### Response:\n",
+    "Lena has 48 stamps.",
+    "Ida has 5 jars.",
+    "Ben gives Max 7 more toys. How many toys does Max have now? Max starts with",
+    "cups cups cups",
+    "Tom and Ana put 20 shells together and split them into 5 bags.",
+    "Sara",
+    "What is 9 * 8?",
+]
+
 MATH_RECORDS = {
     "gsm8k": [
         {"instruction": "Janet’s ducks lay 16 eggs per day. She eats three for breakfast every morning "
