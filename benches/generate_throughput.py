@@ -12,8 +12,10 @@ benches/results/generate_throughput.csv.
 
 Run (CPU, tiny model; a quiet machine gives the numbers to quote):
     OMP_WAIT_POLICY=PASSIVE PYTHONPATH=python python benches/generate_throughput.py
-GPU, a 0.5B-scale Qwen2 config with random weights:
+GPU, a 0.5B-scale Qwen2 config with random weights (fp32, TF32 off, so outputs can be compared;
+add a second run with --dtype bfloat16 for speed, where rows record whether outputs still match):
     PYTHONPATH=python python benches/generate_throughput.py --device cuda --model qwen0.5b --prompts 64 --max-new-tokens 128
+The exit status is 1 when a mode's greedy token ids differ from the paper loop's (rows are kept).
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# 0.5B-scale Qwen2 (Qwen2.5-0.5B's shapes; the vocabulary is the benchmark tokenizer's)
+# 0.5B-scale Qwen2: Qwen2.5-0.5B's shapes and logit width (token ids past the small benchmark
+# tokenizer's vocabulary decode to nothing, which does not matter here: token ids are compared).
 QWEN_05B = dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
-                intermediate_size=4864)
+                intermediate_size=4864, vocab_size=151936)
 
 
-def build(model_name: str, device: str, dtype: str, n_prompts: int, seed: int = 0):
+def build(model_name: str, device: str, dtype: str, n_prompts: int, seed: int = 0, vocab_size: int = 0):
     import torch
     from transformers import AutoModelForCausalLM, Qwen2Config
 
@@ -41,11 +44,12 @@ def build(model_name: str, device: str, dtype: str, n_prompts: int, seed: int = 
     task = make_task(seed=seed, n_train=400, n_test=n_prompts)
     tok = train_tokenizer(task.texts(), vocab_size=512)
     if model_name == "qwen0.5b":
-        config = Qwen2Config(vocab_size=len(tok), max_position_embeddings=2048, tie_word_embeddings=True,
+        shapes = {**QWEN_05B, "vocab_size": vocab_size or QWEN_05B["vocab_size"]}
+        config = Qwen2Config(max_position_embeddings=2048, tie_word_embeddings=True,
                              eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                             bos_token_id=None, **QWEN_05B)
+                             bos_token_id=None, **shapes)
     else:
-        config = tiny_config(model_name, len(tok), eos_token_id=tok.eos_token_id,
+        config = tiny_config(model_name, vocab_size or len(tok), eos_token_id=tok.eos_token_id,
                              pad_token_id=tok.pad_token_id)
     config.initializer_range = 0.1  # spread the random logits: greedy picks far from ties
     torch.manual_seed(seed)
@@ -83,6 +87,8 @@ def main(argv=None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--vocab-size", type=int, default=0,
+                        help="model logit width (0: the tokenizer's; qwen0.5b: 151936)")
     parser.add_argument("--repeats", type=int, default=1, help="timed repeats per mode (best is kept)")
     parser.add_argument("--no-record", action="store_true", help="print only; do not append rows")
     args = parser.parse_args(argv)
@@ -93,7 +99,7 @@ def main(argv=None) -> int:
     if args.device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
-    model, tok, prompts = build(args.model, args.device, args.dtype, args.prompts)
+    model, tok, prompts = build(args.model, args.device, args.dtype, args.prompts, vocab_size=args.vocab_size)
     n_params = sum(p.numel() for p in model.parameters())
 
     def sync():
@@ -123,7 +129,8 @@ def main(argv=None) -> int:
     for name, _ in modes:
         rows.append({
             "bench": "generate_throughput", "mode": name, "model": args.model, "params": n_params,
-            "dtype": args.dtype, "prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
+            "vocab": model.config.vocab_size, "dtype": args.dtype, "prompts": len(prompts),
+            "max_new_tokens": args.max_new_tokens,
             "threads": args.threads, "generated_tokens": sum(len(t) for t in outputs[name]),
             "seconds": round(seconds[name], 4),
             "tokens_per_s": round(sum(len(t) for t in outputs[name]) / seconds[name], 2),
