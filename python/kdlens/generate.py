@@ -7,7 +7,10 @@ shifts a row's positions); finished rows (EOS or a stop string such as the next
 
 Reproducibility:
 - Greedy decoding does not depend on the batch size or on which prompts share a batch: each row sees
-  exactly the positions and keys it would see alone (tested against ``model.generate`` batch 1).
+  exactly the positions and keys it would see alone (tested against ``model.generate`` batch 1, in
+  float32 on CPU). Exact ties go to the lowest token id. In half precision on a GPU, kernels chosen
+  per batch shape round differently, so a near-tie can flip between batch sizes (as in any batched
+  generation); evaluate in float32 when bit-identical outputs across batch sizes matter.
 - Sampling uses one random generator per item, seeded from the run seed and the item's key, so an
   item's sample is the same whatever its batch (up to floating-point differences between batch
   shapes) and a resumed run draws what the uninterrupted run would have drawn.
