@@ -5,6 +5,7 @@ import json
 import numpy as np
 import polars as pl
 import pytest
+import torch
 
 from eval_fixtures import write_instruct_dir, write_llm_adapters_dir
 from kdlens.cli import main
@@ -17,7 +18,7 @@ from kdlens.tasks import get_task
 DEC = Decoding(max_new_tokens=10, batch_size=4)
 
 
-class CountingModel(torch_module := __import__("torch").nn.Module):
+class CountingModel(torch.nn.Module):
     """Wraps a model, counts the prompts it prefills, and can fail after N prefills (a kill)."""
 
     def __init__(self, model, fail_after=None):
