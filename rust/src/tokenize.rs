@@ -256,44 +256,68 @@ pub fn tok13a_into(line: &str, out: &mut Vec<u8>, tmp: &mut Vec<u8>) {
         replace_all(&mut buf, tmp, b"&lt;", b"<");
         replace_all(&mut buf, tmp, b"&gt;", b">");
     }
-    // f' {line} ' then pass 1: symbols get spaces around them
+    // f' {line} ' then pass 1: symbols get spaces around them. A space is in the class too; it
+    // stays single here (runs of spaces are equivalent for every later pass and for split()).
     tmp.clear();
     tmp.reserve(buf.len() * 2 + 2);
     tmp.push(b' ');
-    for &b in buf.iter() {
-        if CLASS_13A[b as usize] {
-            tmp.push(b' ');
-            tmp.push(b);
-            tmp.push(b' ');
-        } else {
-            tmp.push(b);
+    let mut i = 0;
+    while i < buf.len() {
+        let run = buf[i..].iter().position(|&b| CLASS_13A[b as usize]).unwrap_or(buf.len() - i);
+        tmp.extend_from_slice(&buf[i..i + run]);
+        i += run;
+        if i < buf.len() {
+            let b = buf[i];
+            if b == b' ' {
+                tmp.push(b' ');
+            } else {
+                tmp.extend_from_slice(&[b' ', b, b' ']);
+            }
+            i += 1;
         }
     }
     tmp.push(b' ');
-    // pass 2: ([^0-9])([\.,]) -> \1 \2 ␠
+    // pass 2: ([^0-9])([\.,]) -> \1 \2 ␠ ; candidates found from the second element
     buf.clear();
     let s = &tmp[..];
     let mut i = 0;
     while i < s.len() {
-        if i + 1 < s.len() && !is_digit(s[i]) && is_dot_comma(s[i + 1]) {
-            buf.extend_from_slice(&[s[i], b' ', s[i + 1], b' ']);
-            i += 2;
+        let j = match s[i + 1.min(s.len() - i)..].iter().position(|&b| is_dot_comma(b)) {
+            Some(p) => i + 1 + p,
+            None => {
+                buf.extend_from_slice(&s[i..]);
+                break;
+            }
+        };
+        let k = j - 1;
+        if !is_digit(s[k]) {
+            buf.extend_from_slice(&s[i..k]);
+            buf.extend_from_slice(&[s[k], b' ', s[j], b' ']);
+            i = j + 1;
         } else {
-            buf.push(s[i]);
-            i += 1;
+            buf.extend_from_slice(&s[i..j]);
+            i = j;
         }
     }
-    // pass 3: ([\.,])([^0-9]) -> ␠\1 \2
+    // pass 3: ([\.,])([^0-9]) -> ␠\1 \2 ; candidates found from the first element
     tmp.clear();
     let s = &buf[..];
     let mut i = 0;
     while i < s.len() {
-        if i + 1 < s.len() && is_dot_comma(s[i]) && !is_digit(s[i + 1]) {
-            tmp.extend_from_slice(&[b' ', s[i], b' ', s[i + 1]]);
-            i += 2;
+        let k = match s[i..].iter().position(|&b| is_dot_comma(b)) {
+            Some(p) if i + p + 1 < s.len() => i + p,
+            _ => {
+                tmp.extend_from_slice(&s[i..]);
+                break;
+            }
+        };
+        tmp.extend_from_slice(&s[i..k]);
+        if !is_digit(s[k + 1]) {
+            tmp.extend_from_slice(&[b' ', s[k], b' ', s[k + 1]]);
+            i = k + 2;
         } else {
-            tmp.push(s[i]);
-            i += 1;
+            tmp.push(s[k]);
+            i = k + 1;
         }
     }
     // pass 4: ([0-9])(-) -> \1 \2 ␠
@@ -301,12 +325,21 @@ pub fn tok13a_into(line: &str, out: &mut Vec<u8>, tmp: &mut Vec<u8>) {
     let s = &tmp[..];
     let mut i = 0;
     while i < s.len() {
-        if i + 1 < s.len() && is_digit(s[i]) && s[i + 1] == b'-' {
-            buf.extend_from_slice(&[s[i], b' ', b'-', b' ']);
-            i += 2;
+        let j = match s[i + 1.min(s.len() - i)..].iter().position(|&b| b == b'-') {
+            Some(p) => i + 1 + p,
+            None => {
+                buf.extend_from_slice(&s[i..]);
+                break;
+            }
+        };
+        let k = j - 1;
+        if is_digit(s[k]) {
+            buf.extend_from_slice(&s[i..k]);
+            buf.extend_from_slice(&[s[k], b' ', b'-', b' ']);
+            i = j + 1;
         } else {
-            buf.push(s[i]);
-            i += 1;
+            buf.extend_from_slice(&s[i..j]);
+            i = j;
         }
     }
     *out = buf;
