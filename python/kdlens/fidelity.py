@@ -251,8 +251,8 @@ def _score_batch(t, s, totals: dict[str, _TaskTotals], with_gold: bool):
     tasks = t.column("task").to_numpy(zero_copy_only=False).astype(str)
     agree = np.zeros(n, dtype=bool)
     has_answer_rule = np.zeros(n, dtype=bool)
-    t_ans: list = [None] * n
-    s_ans: list = [None] * n
+    t_ans = np.full(n, None, dtype=object)
+    s_ans = np.full(n, None, dtype=object)
     t_ok = np.zeros(n, dtype=bool)
     s_ok = np.zeros(n, dtype=bool)
     gold = t.column(t.column_names[3]) if with_gold else None
@@ -274,9 +274,8 @@ def _score_batch(t, s, totals: dict[str, _TaskTotals], with_gold: bool):
         agree[idx] = a
         has_answer_rule[idx] = True
         tot.agree += int(a.sum())
-        ta, sa = answers.extract_answers(tt, rule), answers.extract_answers(ss, rule)
-        for j, i in enumerate(idx):
-            t_ans[i], s_ans[i] = ta[j], sa[j]
+        t_ans[idx] = answers.extract_answers(tt, rule)
+        s_ans[idx] = answers.extract_answers(ss, rule)
         if with_gold:
             g = gold.take(sel)
             if g.null_count:
@@ -290,8 +289,8 @@ def _score_batch(t, s, totals: dict[str, _TaskTotals], with_gold: bool):
     cols = {"task": t.column("task"), "id": t.column("id"), "bleu": pa.array(bleu)}
     cols.update({f"bleu_{k}": pa.array(stats.stats[:, j].astype(np.int32)) for j, k in enumerate(names)})
     mask = ~has_answer_rule
-    cols["teacher_answer"] = pa.array(t_ans, type=pa.large_string())
-    cols["student_answer"] = pa.array(s_ans, type=pa.large_string())
+    cols["teacher_answer"] = pa.array(t_ans, type=pa.large_string(), from_pandas=False)
+    cols["student_answer"] = pa.array(s_ans, type=pa.large_string(), from_pandas=False)
     cols["agree"] = pa.array(agree, mask=mask)
     if with_gold:
         cols["gold"] = gold
