@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from kdlens.errors import KdlensError
-from kdlens.study.config import StudyConfig, method_name
+from kdlens.study.config import StudyConfig
 from kdlens.study.plan import Plan, Unit
 
 
@@ -153,7 +153,8 @@ def run_eval(ctx: UnitContext) -> dict:
     result = evaluate(trained["model"], task["eval_tasks"], ctx.dir / "eval", adapter=trained["adapter"],
                       decoding=decoding, data_dir=task["data_dir"], limit=opts.get("limit"),
                       dtype=opts.get("dtype"), name=ctx.unit.params["of"], progress=False)
-    scores = {r["task"]: r["score"] for r in result.results.iter_rows(named=True)}
+    scores = [{"task": r["task"], "family": r["family"], "score": r["score"]}
+              for r in result.results.iter_rows(named=True) if r["task"] != "Average"]
     return {"eval_dir": str(ctx.dir / "eval"), "scores": scores}
 
 
@@ -166,8 +167,8 @@ def run_compare(ctx: UnitContext) -> dict:
     student_eval = ctx.result_of(ctx.unit.deps[1])
     table = compare(teacher_eval["eval_dir"], student_eval["eval_dir"])
     write_table_atomic(table, ctx.dir / "compare.parquet")
-    rows = {r["task"]: {"agreement": r["agreement"], "fidelity": r["fidelity"]}
-            for r in table.iter_rows(named=True)}
+    rows = [{"task": r["task"], "family": r["family"], "agreement": r["agreement"],
+             "fidelity": r["fidelity"]} for r in table.iter_rows(named=True) if r["task"] != "Average"]
     return {"table": str(ctx.dir / "compare.parquet"), "by_task": rows,
             "bleu_signature": table["bleu_signature"][0]}
 
@@ -176,7 +177,7 @@ def run_compare(ctx: UnitContext) -> dict:
 def run_report(ctx: UnitContext) -> dict:
     from kdlens.study.collect import collect_tables, write_report
 
-    tables = collect_tables(ctx.study_dir, ctx.plan, ctx.cfg)
+    tables = collect_tables(ctx.study_dir, ctx.plan)
     report_dir = ctx.study_dir / "report"
     paths = write_report(tables, report_dir, ctx.cfg)
     return {"report_dir": str(report_dir), **{k: str(v) for k, v in paths.items()}}

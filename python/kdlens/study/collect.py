@@ -13,7 +13,7 @@ from kdlens.study.config import StudyConfig, method_name
 from kdlens.study.plan import Plan
 
 
-def collect_tables(study_dir: Path, plan: Plan, cfg: StudyConfig) -> dict:
+def collect_tables(study_dir: Path, plan: Plan) -> dict:
     import polars as pl
 
     from kdlens.study.runner import unit_result
@@ -43,23 +43,17 @@ def collect_tables(study_dir: Path, plan: Plan, cfg: StudyConfig) -> dict:
                        teacher_kind=u.params["teacher_kind"], seed=u.params["seed"])
         return row
 
-    family = cfg.task.family
     score_rows, agree_rows, fid_rows = [], [], []
     for u in plan.of_kind("eval"):
         info = describe(u.params["of"])
-        for task, score in results[u.id]["result"]["scores"].items():
-            if task.lower() == "average":
-                continue
-            score_rows.append({**info, "task": task, "family": family, "score": float(score)})
+        for row in results[u.id]["result"]["scores"]:  # per task; family averages are recomputed
+            score_rows.append({**info, **row})
     for u in plan.of_kind("compare"):
-        info = describe(u.params["of"])
-        info["teacher"] = u.params["teacher"]
-        for task, m in results[u.id]["result"]["by_task"].items():
-            if task.lower() == "average":
-                continue
-            if m["agreement"] is not None:
-                agree_rows.append({**info, "task": task, "family": family, "agreement": m["agreement"]})
-            fid_rows.append({**info, "task": task, "family": family, "fidelity": m["fidelity"]})
+        info = {**describe(u.params["of"]), "teacher": u.params["teacher"]}
+        for row in results[u.id]["result"]["by_task"]:
+            if row["agreement"] is not None:  # ROUGE-L tasks have fidelity but no agreement
+                agree_rows.append({**info, **row})
+            fid_rows.append({**info, **row})
     schema = {"teacher": pl.String, "student": pl.String, "method": pl.String,
               "temperature": pl.Float64, "noise_sigma": pl.Float64, "teacher_kind": pl.String,
               "student_size_b": pl.Float64, "run_id": pl.String, "task": pl.String,

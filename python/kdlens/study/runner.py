@@ -1,7 +1,10 @@
 """Run a planned study: every unit whose artifacts are missing, in dependency order, in parallel.
 
-Each unit runs in its own worker process (``python -m kdlens.study.worker STUDY_DIR UNIT_ID``) that
-dies with the runner, writes into ``units/<id>/`` and, last and atomically, ``units/<id>/unit.json``.
+Each unit runs in its own process that dies with the runner, writes into ``units/<id>/`` (its output
+goes to ``units/<id>/log.txt``) and, last and atomically, ``units/<id>/unit.json``. Processes are
+forked from a fork server that has imported torch, transformers and the stages once, so a unit
+starts in milliseconds instead of seconds; a training unit that asks for several processes per node
+runs under torchrun (``python -m kdlens.study.worker STUDY_DIR UNIT_ID``) instead.
 A unit with a ``unit.json`` is finished and is never run again, so killing the runner at any moment
 and running it again finishes the study; training units resume from their own checkpoints.
 """
@@ -9,6 +12,7 @@ and running it again finishes the study; training units resume from their own ch
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -83,12 +87,66 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec (Linu
         pass
 
 
-def _worker_command(study_dir: Path, unit: Unit, cfg: StudyConfig) -> list[str]:
-    nproc = int(cfg.train.get("nproc_per_node", 1)) if unit.kind in ("sft", "kd") else 1
-    if nproc > 1:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                f"--nproc-per-node={nproc}", "-m", "kdlens.study.worker", str(study_dir), unit.id]
-    return [sys.executable, "-m", "kdlens.study.worker", str(study_dir), unit.id]
+# Imported once by the fork server; every unit process starts with them loaded.
+PRELOAD = ["torch", "transformers", "transformers.models.qwen2.modeling_qwen2", "polars",
+           "kdlens.study.actions", "kdlens.train", "kdlens.evaluate"]
+
+
+def _run_forked(study_dir: str, unit_id: str, log_path: str, threads: int) -> None:
+    """Body of a unit process forked from the fork server: log to the unit's file, run the unit."""
+    _die_with_parent()
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+    sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+    import torch
+
+    torch.set_num_threads(threads)
+    from kdlens.study.worker import main
+
+    sys.exit(main([study_dir, unit_id]))
+
+
+class _UnitProcess:
+    """A running unit: a forked process, or a torchrun subprocess for multi-process training."""
+
+    def __init__(self, study_dir: Path, unit: Unit, cfg: StudyConfig, threads: int, env: dict, mp_ctx):
+        log_path = unit_dir(study_dir, unit.id) / "log.txt"
+        nproc = int(cfg.train.get("nproc_per_node", 1)) if unit.kind in ("sft", "kd") else 1
+        self.started = time.perf_counter()
+        if nproc > 1:
+            self._log = open(log_path, "ab")
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   f"--nproc-per-node={nproc}", "-m", "kdlens.study.worker", str(study_dir), unit.id]
+            self._popen = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+                                           preexec_fn=_die_with_parent)
+            self._proc = None
+        else:
+            self._log = None
+            self._popen = None
+            self._proc = mp_ctx.Process(target=_run_forked, name=unit.id,
+                                        args=(str(study_dir), unit.id, str(log_path), threads))
+            self._proc.start()
+
+    def poll(self) -> int | None:
+        if self._popen is not None:
+            return self._popen.poll()
+        return self._proc.exitcode
+
+    def kill(self) -> None:
+        if self._popen is not None:
+            self._popen.kill()
+            self._popen.wait()
+        else:
+            self._proc.kill()
+            self._proc.join()
+        self.close()
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
 
 def run_study(
@@ -119,7 +177,7 @@ def run_study(
             outcome.skipped.append(u.id)
             pending.remove(u)
     finished = set(outcome.skipped)
-    running: dict[str, tuple[subprocess.Popen, float, object]] = {}
+    running: dict[str, _UnitProcess] = {}
     bar = tqdm(total=len(plan.units), initial=len(finished), unit="unit", desc=cfg.name,
                disable=not progress, dynamic_ncols=True)
     say = echo or (lambda s: bar.write(s))
@@ -127,6 +185,10 @@ def run_study(
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
                TOKENIZERS_PARALLELISM="false")
+    for key in ("OMP_WAIT_POLICY", "TOKENIZERS_PARALLELISM"):  # inherited by the fork server
+        os.environ.setdefault(key, env[key])
+    mp_ctx = multiprocessing.get_context("forkserver")
+    mp_ctx.set_forkserver_preload(PRELOAD)
     dead: set[str] = set()
     try:
         while pending or running:
@@ -140,26 +202,21 @@ def run_study(
             while ready and len(running) < jobs:
                 u = ready.pop(0)
                 pending.remove(u)
-                d = unit_dir(study_dir, u.id)
-                d.mkdir(parents=True, exist_ok=True)
-                log = open(d / "log.txt", "ab")
-                proc = subprocess.Popen(_worker_command(study_dir, u, cfg), stdout=log,
-                                        stderr=subprocess.STDOUT, env=env,
-                                        preexec_fn=_die_with_parent)
-                running[u.id] = (proc, time.perf_counter(), log)
+                unit_dir(study_dir, u.id).mkdir(parents=True, exist_ok=True)
+                running[u.id] = _UnitProcess(study_dir, u, cfg, threads, env, mp_ctx)
             if not running:
                 if pending:  # nothing can run: only blocked work is left (handled above)
                     continue
                 break
             time.sleep(0.05)
-            for uid, (proc, t0, log) in list(running.items()):
+            for uid, proc in list(running.items()):
                 rc = proc.poll()
                 if rc is None:
                     continue
-                log.close()
+                proc.close()
                 del running[uid]
                 u = units[uid]
-                took = time.perf_counter() - t0
+                took = time.perf_counter() - proc.started
                 if rc == 0 and unit_result(study_dir, uid) is not None:
                     finished.add(uid)
                     outcome.done.append(uid)
@@ -172,10 +229,8 @@ def run_study(
                     say(f"[FAILED {took:6.1f}s] {u.label} (exit {rc}); log: "
                         f"{unit_dir(study_dir, uid) / 'log.txt'}\n{tail}")
     finally:
-        for proc, _, log in running.values():
+        for proc in running.values():
             proc.kill()
-            proc.wait()
-            log.close()
         bar.close()
     outcome.elapsed_s = time.perf_counter() - start
     return outcome

@@ -1,0 +1,120 @@
+"""The reduced study (preset ``smoke``: two students, two objectives, one temperature, few steps)
+runs end to end on CPU and writes its report; a runner killed mid-way finishes the study on the
+next run with results identical to an uninterrupted run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from kdlens.study import load_study_config, plan_study
+from kdlens.study.runner import describe_plan, run_study, unit_result
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study")
+    cfg = load_study_config("smoke")
+    outcome = run_study(cfg, out, progress=False, echo=lambda s: None)
+    assert outcome.ok, (outcome.failed, outcome.blocked)
+    return cfg, out, outcome
+
+
+def _tables(study_dir: Path) -> dict:
+    return {n: pl.read_parquet(study_dir / "results" / f"{n}.parquet")
+            for n in ("scores", "agreement", "fidelity")}
+
+
+def test_study_runs_end_to_end_and_writes_the_report(finished_study):
+    cfg, out, outcome = finished_study
+    plan = plan_study(cfg)
+    assert len(outcome.done) == len(plan.units) and not outcome.skipped
+    report = (out / "report" / "report.md").read_text()
+    assert "Hypothesis tests" in report
+    assert (out / "report" / "report.html").stat().st_size > 1000
+    assert list((out / "report" / "figures").glob("*.png"))
+    tables = _tables(out)
+    scores = tables["scores"]
+    # every evaluated model has a score on the synthetic task, within 0..100
+    assert scores.height == len(plan.of_kind("eval"))
+    assert scores["score"].is_between(0, 100).all()
+    assert set(scores["method"]) == {"BaseModel", "SFT", "SeqKD", "RevKD"}
+    kd = scores.filter(pl.col("method").is_in(["SeqKD", "RevKD"]))
+    assert kd["teacher"].to_list() == ["tiny-teacher"] * kd.height
+    # sizes come from the models themselves: the smaller config has fewer parameters
+    sizes = dict(scores.filter(pl.col("method") == "SFT").select("student", "student_size_b").iter_rows())
+    assert sizes["tiny-s1"] < sizes["tiny-s2"] < sizes["tiny-teacher"]
+    # agreement and fidelity: one row per compared student (SFT students and KD students)
+    assert tables["fidelity"].height == len(plan.of_kind("compare"))
+    assert tables["fidelity"]["fidelity"].is_between(0, 100).all()
+
+
+def test_rerun_skips_finished_work(finished_study):
+    cfg, out, _ = finished_study
+    before = {p: p.stat().st_mtime_ns for p in (out / "units").glob("*/unit.json")}
+    outcome = run_study(cfg, out, progress=False, echo=lambda s: None)
+    assert outcome.ok and not outcome.done and len(outcome.skipped) == len(before)
+    assert before == {p: p.stat().st_mtime_ns for p in (out / "units").glob("*/unit.json")}
+    assert "pending" not in describe_plan(plan_study(cfg), out)
+
+
+def test_killed_runner_resumes_to_identical_results(finished_study, tmp_path):
+    cfg, reference, _ = finished_study
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "kdlens", "study", "smoke", "-o", str(out), "--no-progress"]
+    runner = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    plan = plan_study(cfg)
+    kd_ids = [u.id for u in plan.of_kind("kd")]
+    deadline = time.monotonic() + 300
+    try:  # kill while KD training is under way: at least one SFT finished, not every KD unit
+        while time.monotonic() < deadline:
+            done = [u.id for u in plan.units if unit_result(out, u.id) is not None]
+            if any(i.startswith("sft-") for i in done) and (out / "units").is_dir() and any(
+                    (out / "units" / i).is_dir() for i in kd_ids):
+                break
+            assert runner.poll() is None, "the runner ended before it could be killed"
+            time.sleep(0.2)
+        os.killpg(runner.pid, signal.SIGKILL)
+    finally:
+        runner.wait()
+    partial = [u.id for u in plan.units if unit_result(out, u.id) is not None]
+    assert 0 < len(partial) < len(plan.units)
+    time.sleep(0.5)  # unit processes die with their parent
+    outcome = run_study(cfg, out, progress=False, echo=lambda s: None)
+    assert outcome.ok and set(outcome.skipped) == set(partial)
+    got, want = _tables(out), _tables(reference)
+    for name in want:
+        assert got[name].equals(want[name]), name
+    for u in plan.of_kind("eval"):
+        a = pl.read_parquet(Path(unit_result(out, u.id)["result"]["eval_dir"]) / "generations.parquet")
+        b = pl.read_parquet(Path(unit_result(reference, u.id)["result"]["eval_dir"]) / "generations.parquet")
+        assert a["output"].to_list() == b["output"].to_list(), u.label
+
+
+def test_failed_unit_blocks_its_dependents_and_is_reported(tmp_path):
+    from kdlens.study.config import study_config_from_dict
+
+    bad = study_config_from_dict({
+        "task": {"kind": "synthetic", "n_train": 40, "n_test": 4},
+        "models": {"teachers": ["tiny-teacher"], "students": ["tiny-s1"]},
+        "grid": {"objectives": ["forward_kl"], "temperatures": [1.0], "noise_sigmas": [0.0],
+                 "task_unaware": False},
+        "train": {"lora": False, "max_steps": 1, "val_size": 0, "nonsense_key": 1},
+    })
+    lines = []
+    outcome = run_study(bad, tmp_path / "bad", progress=False, echo=lines.append)
+    assert not outcome.ok
+    assert {i.split("-")[0] for i in outcome.failed} == {"sft"}
+    assert any(i.startswith("kd-") for i in outcome.blocked)
+    assert any("nonsense_key" in line for line in lines), "the failure's cause is shown"
+    rec = json.loads((tmp_path / "bad" / "plan.json").read_text())
+    assert len(rec["units"]) == len(plan_study(bad).units)
