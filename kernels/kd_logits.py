@@ -160,8 +160,10 @@ def kd_rows_kernel(
 
         # pass 3: gradient (and forward KL's loss)
         label = 0
-        if HAS_CE:
+        z_label = 0.0
+        if HAS_CE:  # read z_s[label] before pass 3 may overwrite the row in place
             label = tl.load(label_ptr + local).to(tl.int64)
+            z_label = tl.load(s_row + label).to(tl.float32)
         if WRITE_GRAD or OBJECTIVE == 0:
             kd_scale = w * kd_coef * inv_t
             for start in range(0, V, BLOCK_V):
@@ -180,7 +182,6 @@ def kd_rows_kernel(
                     tl.store(g_row + cols, grad.to(grad_ptr.dtype.element_ty), mask=mask)
         loss = kd_coef * kd
         if HAS_CE:
-            z_label = tl.load(s_row + label).to(tl.float32)
             loss += ce_coef * (lse_z - z_label)
         tl.store(loss_ptr + local, w * loss)
 

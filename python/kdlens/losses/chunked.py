@@ -1,0 +1,185 @@
+"""The torch.compile'd chunked KD loss: plain PyTorch on row chunks, gradient formed in the forward pass.
+
+``chunk_loss_and_grad`` is the element-wise step for a [c, V] chunk of student and teacher logits: the
+same closed-form per-row losses and gradients as the Triton kernel (kernels/kd_logits.py documents the
+math), written with torch ops so inductor fuses them. Two drivers use it:
+- ``ChunkedLinearKD``: hidden states + lm_head weights (the chunk loop of kdlens.kernels.kd_fused_linear,
+  4 GEMMs per chunk, no N x V tensor), the default off-GPU path;
+- ``ChunkedLogitsKD``: given logits [N, V], processed chunk by chunk (only the N x V gradient, which the
+  caller needs anyway, is allocated).
+Runs on CPU and GPU; ``compile=False`` runs the same code eagerly (tests use both).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from kdlens.kernels.kd_fused_linear import chunk_rows_for, linear_kd_chunks
+from kdlens.losses.noise import philox_randn
+from kdlens.losses.options import KDOptions
+
+
+def chunk_loss_and_grad(
+    z_s: torch.Tensor,
+    z_t: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor | None,
+    row_offset: int,
+    *,
+    objective_id: int,
+    inv_t: float,
+    kd_coef: float,
+    ce_coef: float,
+    beta: float,
+    sigma: float,
+    seed: int,
+    write_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Weighted per-row losses [c] and dLoss/dz_s [c, V] (fp32) for one chunk; ``beta`` carries alpha for skews."""
+    z_s = z_s.float()
+    z_t = z_t.float()
+    if sigma > 0.0:
+        rows = torch.arange(z_s.shape[0], device=z_s.device) + row_offset
+        z_t = z_t + sigma * philox_randn(seed, rows, z_s.shape[1])
+    lq = torch.log_softmax(z_s * inv_t, dim=-1)
+    lp = torch.log_softmax(z_t * inv_t, dim=-1)
+    q = lq.exp()
+    p = lp.exp()
+    if objective_id == 0:
+        term, h = p * (lp - lq), -p
+    elif objective_id == 1:
+        term = q * (lq - lp)
+        h = term
+    elif objective_id in (2, 4):  # jsd(beta) / skew forward KL(alpha): m = beta p + (1 - beta) q
+        lm = torch.logaddexp(lp + math.log(beta), lq + math.log1p(-beta))
+        if objective_id == 2:
+            term = beta * p * (lp - lm) + (1.0 - beta) * q * (lq - lm)
+            h = (1.0 - beta) * q * (lq - lm)
+        else:
+            term = p * (lp - lm)
+            h = -(1.0 - beta) * torch.exp(lq + lp - lm)
+    elif objective_id == 3:
+        term = 0.5 * (q - p).abs()
+        h = 0.5 * q * torch.sign(q - p)
+    elif objective_id == 5:  # skew reverse KL(alpha): m = alpha q + (1 - alpha) p
+        lm = torch.logaddexp(lq + math.log(beta), lp + math.log1p(-beta))
+        term = q * (lq - lm)
+        h = term - beta * torch.exp(2.0 * lq - lm)
+    else:
+        term = (p - q) * (lp - lq)
+        h = q * (lq - lp) - p
+    row_loss = kd_coef * term.sum(-1)
+    grad = None
+    if write_grad:
+        c = h.sum(-1, keepdim=True)
+        grad = (weight * (kd_coef * inv_t)).unsqueeze(-1) * (h - q * c)
+    if ce_coef != 0.0:
+        log_soft = torch.log_softmax(z_s, dim=-1)
+        safe = labels.clamp_min(0)
+        row_loss = row_loss - ce_coef * log_soft.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+        if write_grad:
+            onehot = F.one_hot(safe, z_s.shape[1]).to(torch.float32)
+            grad = grad + (weight * ce_coef).unsqueeze(-1) * (log_soft.exp() - onehot)
+    return weight * row_loss, grad
+
+
+_COMPILED = None
+
+
+def _elementwise(compile: bool):
+    global _COMPILED
+    if not compile:
+        return chunk_loss_and_grad
+    if _COMPILED is None:
+        _COMPILED = torch.compile(chunk_loss_and_grad, dynamic=False)
+    return _COMPILED
+
+
+def _kwargs(opts: KDOptions, write_grad: bool) -> dict:
+    return dict(
+        objective_id=opts.objective_id,
+        inv_t=1.0 / opts.temperature,
+        kd_coef=opts.kd_coef,
+        ce_coef=opts.ce_weight,
+        beta=opts.beta if opts.objective == "jsd" else opts.alpha,
+        sigma=opts.noise_sigma,
+        seed=int(opts.noise_seed),
+        write_grad=write_grad,
+    )
+
+
+class ChunkedLinearKD(torch.autograd.Function):
+    """loss = KD over hidden states and lm_head weights, chunked; backward returns dX and dW formed in forward."""
+
+    @staticmethod
+    def forward(ctx, x_s, w_s, x_t, w_t, row_weight, labels, opts: KDOptions, chunk_bytes: int, compile: bool):
+        need_dx, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        fn = _elementwise(compile)
+        kw = _kwargs(opts, need_dx or need_dw)
+
+        def rows_fn(z_s, z_t, weight, labels_c, row_offset, grad_buf):
+            return fn(z_s, z_t, weight, labels_c, row_offset, **kw)
+
+        vocab = min(w_s.shape[0], w_t.shape[0])
+        # the torch path keeps about 6 live fp32 [c, V] tensors when eager, fewer when compiled
+        rows = chunk_rows_for(x_s.shape[0], vocab, chunk_bytes, bytes_per_element=24)
+        loss, d_x, d_w = linear_kd_chunks(
+            x_s, w_s, x_t, w_t, row_weight, labels, rows_fn, chunk_rows=rows,
+            row_offset=opts.noise_row_offset, need_dx=need_dx, need_dw=need_dw, pad_last_chunk=compile,
+        )
+        ctx.save_for_backward(*(t for t in (d_x, d_w) if t is not None))
+        ctx.has = (d_x is not None, d_w is not None)
+        ctx.w_shape, ctx.w_dtype = w_s.shape, w_s.dtype
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        saved = list(ctx.saved_tensors)
+        d_x = d_w = None
+        if ctx.has[0]:
+            d_x = saved.pop(0) * grad_loss
+        if ctx.has[1]:
+            d_w_shared = saved.pop(0).mul_(grad_loss)  # fp32 [V, H]: scale in place, no second copy
+            d_w = torch.zeros(ctx.w_shape, dtype=ctx.w_dtype, device=d_w_shared.device)
+            d_w[: d_w_shared.shape[0]] = d_w_shared.to(ctx.w_dtype)
+        return d_x, d_w, None, None, None, None, None, None, None
+
+
+class ChunkedLogitsKD(torch.autograd.Function):
+    """loss = KD over given logits [N, V_s], [N, V_t], chunk by chunk; gradient w.r.t. the student logits only."""
+
+    @staticmethod
+    def forward(ctx, z_s, z_t, row_weight, labels, opts: KDOptions, chunk_bytes: int, compile: bool):
+        need_grad = ctx.needs_input_grad[0]
+        n = z_s.shape[0]
+        vocab = min(z_s.shape[1], z_t.shape[1])
+        fn = _elementwise(compile)
+        kw = _kwargs(opts, need_grad)
+        rows = chunk_rows_for(n, vocab, chunk_bytes, bytes_per_element=24)
+        grad = torch.zeros_like(z_s) if need_grad else None
+        loss = torch.zeros((), dtype=torch.float32, device=z_s.device)
+        for start in range(0, n, rows):
+            end = min(start + rows, n)
+            s_c, t_c = z_s[start:end, :vocab], z_t[start:end, :vocab]
+            w_c = row_weight[start:end]
+            l_c = labels[start:end] if labels is not None else None
+            if compile and end - start < rows:  # one compiled shape: pad the tail chunk with weight-0 rows
+                pad = rows - (end - start)
+                s_c = F.pad(s_c, (0, 0, 0, pad))
+                t_c = F.pad(t_c, (0, 0, 0, pad))
+                w_c = F.pad(w_c, (0, pad))
+                l_c = F.pad(l_c, (0, pad)) if l_c is not None else None
+            losses, g = fn(s_c, t_c, w_c, l_c, opts.noise_row_offset + start, **kw)
+            loss += losses.sum()
+            if need_grad:
+                grad[start:end, :vocab] = g[: end - start].to(grad.dtype)
+        ctx.save_for_backward(*([grad] if need_grad else []))
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad = ctx.saved_tensors[0] * grad_loss.to(ctx.saved_tensors[0].dtype) if ctx.saved_tensors else None
+        return grad, None, None, None, None, None, None

@@ -1,0 +1,166 @@
+"""``kd_loss``: the one entry point to kdlens's KD losses; validates inputs and picks the implementation.
+
+Implementations (all the same function, tested against each other):
+    "reference"  plain PyTorch on full logits (kdlens.losses.reference): the spec
+    "chunked"    torch.compile'd row chunks, gradient formed in forward (kdlens.losses.chunked)
+    "triton"     fused Triton kernels (kdlens.kernels via kdlens.losses.autograd)
+    "auto"       "triton" when the inputs are on CUDA, "chunked" otherwise
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kdlens.errors import KdlensError
+from kdlens.losses.options import IMPLEMENTATIONS, KDOptions, row_weights, valid_mask
+
+DEFAULT_CHUNK_BYTES_CPU = 128 * 2**20
+DEFAULT_CHUNK_BYTES_CUDA = 1024 * 2**20
+
+
+def kd_loss(
+    student_logits: torch.Tensor | None = None,
+    teacher_logits: torch.Tensor | None = None,
+    *,
+    student_hidden: torch.Tensor | None = None,
+    student_weight: torch.Tensor | None = None,
+    teacher_hidden: torch.Tensor | None = None,
+    teacher_weight: torch.Tensor | None = None,
+    objective: str = "forward_kl",
+    temperature: float = 1.0,
+    scale_by_t2: bool = False,
+    beta: float = 0.5,
+    alpha: float = 0.1,
+    noise_sigma: float = 0.0,
+    noise_seed: int = 0,
+    noise_row_offset: int = 0,
+    ce_weight: float = 0.0,
+    labels: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    attention_mask: torch.Tensor | None = None,
+    reduction: str = "token_mean",
+    normalizer: torch.Tensor | float | None = None,
+    implementation: str = "auto",
+    chunk_bytes: int | None = None,
+    compile: bool = True,
+) -> torch.Tensor:
+    """Knowledge-distillation loss between student and teacher next-token distributions (scalar, with autograd).
+
+    Inputs, one of two forms (positions are NOT shifted: row n of student and teacher is the same token):
+      logits form: ``student_logits`` [B, S, V_s] or [N, V_s], ``teacher_logits`` [..., V_t] (same leading dims)
+      hidden form: ``student_hidden`` [B, S, H_s] or [N, H_s], ``student_weight`` (lm_head) [V_s, H_s],
+                   ``teacher_hidden`` [..., H_t], ``teacher_weight`` [V_t, H_t] (no biases); the logits are
+                   formed chunk by chunk and never held for all rows (chunked/triton).
+    V_s != V_t: both are cut to the shared prefix min(V_s, V_t) (the paper's rule); the student's extra
+    columns get zero gradient. The teacher never receives a gradient (except in "reference", plain autograd).
+
+    Per position (q = softmax(z_s/T) student, p = softmax(z_t'/T) teacher, z_t' = z_t + noise_sigma * eps):
+      l = kd_coef * D(q, p) + ce_weight * CE(z_s, label),   kd_coef = (1 - ce_weight) * (T^2 if scale_by_t2)
+    objective D (argument order fixed: objective(student, teacher)):
+      "forward_kl" KL(p||q) | "reverse_kl" KL(q||p) | "jsd" beta KL(p||m) + (1-beta) KL(q||m),
+      m = beta p + (1-beta) q, beta in (0,1) | "tvd" 0.5 sum|p-q| | "skew_forward_kl" KL(p || alpha p +
+      (1-alpha) q) | "skew_reverse_kl" KL(q || alpha q + (1-alpha) p) | "symmetric_kl" KL(p||q) + KL(q||p).
+    Noise: eps[n, v] = tl.randn(noise_seed, ((noise_row_offset + n) << 32) | v) (Philox), n the flattened
+      row; identical in all implementations and for any chunking. Pass a fresh seed per step.
+    CE is on the raw student logits (T = 1) over the shared vocabulary; it needs ``labels`` ([B, S] / [N]).
+    Mask: positions with labels == ignore_index (when labels are given) or attention_mask == 0 (when given)
+      contribute nothing. Reductions over valid positions: "paper_sequence_mean" (mean per sequence, then
+      mean over the B sequences; needs [B, S] labels/mask or [B, S, .] inputs; an empty sequence counts 0),
+      "token_mean", "sum", "normalizer" (sum / ``normalizer``, e.g. the valid tokens of the whole
+      accumulated batch as a tensor: no host sync). An all-masked batch gives 0, not NaN.
+    The paper's settings: SeqKD = forward_kl, RevKD = reverse_kl, both reduction="paper_sequence_mean",
+      scale_by_t2=True, masked by attention_mask; GKD = jsd, beta=0.5, temperature=1, labels with -100,
+      reduction="token_mean".
+    ``implementation``: "reference" | "chunked" | "triton" | "auto" (triton on CUDA, chunked otherwise).
+    ``chunk_bytes``: workspace budget per chunk (default 1 GiB on CUDA, 128 MiB on CPU).
+    ``compile``: torch.compile the chunked path's element-wise step (False runs the same code eagerly).
+    """
+    if implementation not in IMPLEMENTATIONS:
+        raise KdlensError(f"unknown implementation {implementation!r}; choose one of {', '.join(IMPLEMENTATIONS)}")
+    opts = KDOptions(
+        objective=objective, temperature=float(temperature), scale_by_t2=bool(scale_by_t2), beta=float(beta),
+        alpha=float(alpha), noise_sigma=float(noise_sigma), noise_seed=int(noise_seed),
+        noise_row_offset=int(noise_row_offset), ce_weight=float(ce_weight), ignore_index=int(ignore_index),
+        reduction=reduction,
+    )
+    logits_form = student_logits is not None or teacher_logits is not None
+    hidden_form = any(t is not None for t in (student_hidden, student_weight, teacher_hidden, teacher_weight))
+    if logits_form == hidden_form:
+        raise KdlensError(
+            "give either student_logits and teacher_logits, or student_hidden, student_weight, teacher_hidden "
+            "and teacher_weight (not both, not neither)"
+        )
+    if logits_form:
+        if student_logits is None or teacher_logits is None:
+            raise KdlensError("the logits form needs both student_logits and teacher_logits")
+        lead_s, lead_t = tuple(student_logits.shape[:-1]), tuple(teacher_logits.shape[:-1])
+        device = student_logits.device
+    else:
+        missing = [n for n, t in (("student_hidden", student_hidden), ("student_weight", student_weight),
+                                  ("teacher_hidden", teacher_hidden), ("teacher_weight", teacher_weight)) if t is None]
+        if missing:
+            raise KdlensError(f"the hidden form also needs {', '.join(missing)}")
+        lead_s, lead_t = tuple(student_hidden.shape[:-1]), tuple(teacher_hidden.shape[:-1])
+        device = student_hidden.device
+        if student_weight.dim() != 2 or teacher_weight.dim() != 2:
+            raise KdlensError("student_weight and teacher_weight must be 2-D lm_head weights [V, H]")
+        if student_weight.shape[1] != student_hidden.shape[-1] or teacher_weight.shape[1] != teacher_hidden.shape[-1]:
+            raise KdlensError(
+                f"hidden sizes do not match the lm_head weights: student {student_hidden.shape[-1]} vs "
+                f"{student_weight.shape[1]}, teacher {teacher_hidden.shape[-1]} vs {teacher_weight.shape[1]}"
+            )
+    if lead_s != lead_t:
+        raise KdlensError(f"student and teacher cover different positions: {lead_s} vs {lead_t}")
+    if opts.has_ce and labels is None:
+        raise KdlensError("ce_weight > 0 needs labels (the hard targets of the cross-entropy term)")
+    batch_shape = lead_s
+    if labels is not None and tuple(labels.shape) != batch_shape:
+        raise KdlensError(f"labels shape {tuple(labels.shape)} does not match the positions {batch_shape}")
+    if attention_mask is not None and tuple(attention_mask.shape) != batch_shape:
+        raise KdlensError(f"attention_mask shape {tuple(attention_mask.shape)} does not match the positions {batch_shape}")
+    if reduction == "normalizer" and normalizer is None:
+        raise KdlensError("reduction='normalizer' needs normalizer=<count of valid tokens in the accumulated batch>")
+
+    impl = implementation
+    if impl == "auto":
+        impl = "triton" if device.type == "cuda" else "chunked"
+
+    if impl == "reference":
+        from kdlens.losses.reference import reference_kd_loss
+
+        if hidden_form:
+            compute = torch.float64 if student_hidden.dtype == torch.float64 else torch.float32
+            student_logits = student_hidden.to(compute) @ student_weight.to(compute).t()
+            with torch.no_grad():
+                teacher_logits = teacher_hidden.to(compute) @ teacher_weight.to(compute).t()
+        return reference_kd_loss(student_logits, teacher_logits, opts, labels, attention_mask, normalizer)
+
+    valid = valid_mask(batch_shape, labels, attention_mask, opts.ignore_index, device)
+    weight = row_weights(valid, reduction, normalizer)
+    flat_labels = labels.reshape(-1).to(device=device, dtype=torch.int64) if opts.has_ce else None
+    if chunk_bytes is None:
+        chunk_bytes = DEFAULT_CHUNK_BYTES_CUDA if device.type == "cuda" else DEFAULT_CHUNK_BYTES_CPU
+
+    if logits_form:
+        z_s = student_logits.reshape(-1, student_logits.shape[-1])
+        z_t = teacher_logits.detach().reshape(-1, teacher_logits.shape[-1])
+        if impl == "triton":
+            from kdlens.losses.autograd import TritonLogitsKD
+
+            z_s = z_s if z_s.stride(-1) == 1 else z_s.contiguous()
+            z_t = z_t if z_t.stride(-1) == 1 else z_t.contiguous()
+            return TritonLogitsKD.apply(z_s, z_t, weight, flat_labels, opts)
+        from kdlens.losses.chunked import ChunkedLogitsKD
+
+        return ChunkedLogitsKD.apply(z_s, z_t, weight, flat_labels, opts, int(chunk_bytes), bool(compile))
+
+    x_s = student_hidden.reshape(-1, student_hidden.shape[-1])
+    x_t = teacher_hidden.detach().reshape(-1, teacher_hidden.shape[-1])
+    w_t = teacher_weight.detach()
+    if impl == "triton":
+        from kdlens.losses.autograd import TritonFusedLinearKD
+
+        return TritonFusedLinearKD.apply(x_s, student_weight, x_t, w_t, weight, flat_labels, opts, int(chunk_bytes))
+    from kdlens.losses.chunked import ChunkedLinearKD
+
+    return ChunkedLinearKD.apply(x_s, student_weight, x_t, w_t, weight, flat_labels, opts, int(chunk_bytes), bool(compile))
