@@ -2,13 +2,22 @@
 
 ``score_files(teacher, student, out)`` reads two generation tables (Parquet, JSONL or CSV with
 columns task, id, output and optionally gold or answer), joins them on (task, id) and streams
-through them in batches, so memory stays bounded whatever the row count:
+through them in batches. Memory is bounded by design, whatever the row count: nothing holds all
+keys or all texts at once.
 
-1. a key pass reads only (task, id) of both files and checks them (duplicates, unmatched ids);
-2. if both files list the keys in the same order they are streamed side by side; otherwise each
-   is first rewritten sorted by (task, id) into a temporary Parquet file (Polars, streaming);
+1. key pass: the (task, id, row) keys of both files are spread over temporary hash partitions on
+   disk (partitions grow in number with the input, not in size); each partition is checked on its
+   own for null keys, duplicates and keys without a partner, and whether both files list the keys
+   in the same order;
+2. same order: both files are streamed side by side in batches;
+   different orders: both files (texts included) are hash-partitioned to disk, each partition is
+   joined and scored on its own and written as a run sorted by teacher row, and the runs are merged
+   back into teacher row order;
 3. each batch is scored in Rust (sentence BLEU of the student against the teacher, sacreBLEU
    13a/exp/effective order; answers with the task's rule) and appended to the per-pair table.
+
+Pairs are written in the teacher file's row order in both cases, in the same batches, so the
+outputs do not depend on the student file's order.
 
 Outputs in ``out`` (a folder), each written atomically: ``pairs.parquet`` (or .csv),
 ``summary.parquet``, ``summary.csv``, ``summary.md``. Tests: tests/metrics/test_fidelity_cli.py.
@@ -82,7 +91,9 @@ def _iter_batches(path: Path, columns: list[str], rows: int) -> Iterator:
     kind = _kind(path)
     try:
         if kind == "parquet":
-            reader = pq.ParquetFile(path).iter_batches(batch_size=rows, columns=columns)
+            # pre_buffer=False: with pre-buffering the reader caches every row group it has read
+            # until it is closed, so memory would grow with the file
+            reader = pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=rows, columns=columns)
         elif kind == "csv":
             types = {c: pa.large_string() for c in columns}
             reader = pacsv.open_csv(path, convert_options=pacsv.ConvertOptions(
@@ -163,56 +174,273 @@ def _inspect(path: Path, label: str) -> _Side:
     return _Side(path, gold, cols)
 
 
-def _keys(side: _Side, label: str, rows: int):
+# ------------------------------------------------------------------------------------------------
+# bounded-memory key checks and reordering: hash partitions on disk
+#
+# Rows are spread over P temporary Arrow IPC files by a hash of (task, id), so a key's rows on both
+# sides land in the same partition and each partition is checked (or joined) on its own. P grows
+# with the input (KEY_PARTITION_ROWS keys, or about PARTITION_BYTES of text, per partition), so the
+# memory a partition needs does not grow with the row count.
+
+KEY_PARTITION_ROWS = 250_000  # (task, id, row) keys per partition in the key pass
+PARTITION_BYTES = 128 << 20  # text bytes (teacher + student) per partition when reordering
+RUN_CHUNK_ROWS = 4096  # scored rows per IPC batch of a partition's run (the merge reads one at a time)
+ROW = "__kdlens_row"  # teacher row number carried through the reorder pass
+
+
+def _row_bound(path: Path) -> int:
+    """An upper bound on the rows of a generation file, read cheaply."""
+    import pyarrow.parquet as pq
+
+    if _kind(path) == "parquet":
+        return pq.ParquetFile(path).metadata.num_rows
+    lines = 1
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            lines += chunk.count(b"\n")
+    return lines
+
+
+def _text_bytes(path: Path) -> int:
+    """About how many bytes the file's rows take in memory (uncompressed)."""
+    import pyarrow.parquet as pq
+
+    if _kind(path) != "parquet":
+        return path.stat().st_size
+    meta = pq.ParquetFile(path).metadata
+    return sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups))
+
+
+def _partition_ids(table, parts: int) -> np.ndarray:
     import polars as pl
 
-    parts = [pl.from_arrow(t) for t in _iter_batches(side.path, ["task", "id"], rows)]
-    keys = pl.concat(parts) if parts else pl.DataFrame({"task": [], "id": []},
-                                                       schema={"task": pl.String, "id": pl.String})
-    nulls = keys.with_row_index("row").filter(pl.col("task").is_null() | pl.col("id").is_null())
-    if len(nulls):
-        raise KdlensError(f"{label} file {side.path}: null task or id at row(s) "
-                          f"{nulls['row'].head(5).to_list()}")
-    dup = keys.with_row_index("row").filter(pl.struct("task", "id").is_duplicated())
-    if len(dup):
-        shown = [f"({r['task']}, {r['id']}) at row {r['row']}" for r in dup.head(5).iter_rows(named=True)]
-        raise KdlensError(f"{label} file {side.path}: {len(dup)} rows share a (task, id) key, e.g. "
-                          f"{'; '.join(shown)}; each key must appear once")
-    return keys
+    if parts == 1:
+        return np.zeros(table.num_rows, dtype=np.int64)
+    keys = pl.from_arrow(table.select(list(KEY)))
+    h = keys.select(pl.struct(list(KEY)).hash(seed=20240501)).to_series().to_numpy()
+    return (h % np.uint64(parts)).astype(np.int64)
 
 
-def _check_match(t_keys, s_keys) -> bool:
-    """Raise naming unmatched keys; True when both files list the keys in the same order."""
-    only_t = t_keys.join(s_keys, on=list(KEY), how="anti")
-    only_s = s_keys.join(t_keys, on=list(KEY), how="anti")
-    if len(only_t) or len(only_s):
-        def show(df):
-            return ", ".join(f"({a}, {b})" for a, b in df.head(5).iter_rows())
+class _PartitionWriter:
+    """P Arrow IPC stream files in ``folder``; rows are routed by their partition id."""
+
+    def __init__(self, folder: Path, name: str, parts: int, compress: bool):
+        import pyarrow as pa
+
+        self.paths = [folder / f"{name}-{p:05d}.arrow" for p in range(parts)]
+        self.writers: list = [None] * parts
+        self.options = pa.ipc.IpcWriteOptions(compression="lz4" if compress else None)
+
+    def write(self, table, part_ids: np.ndarray) -> None:
+        import pyarrow as pa
+
+        order = np.argsort(part_ids, kind="stable")
+        counts = np.bincount(part_ids, minlength=len(self.paths))
+        table = table.take(pa.array(order))
+        start = 0
+        for p, c in enumerate(counts):
+            if c:
+                if self.writers[p] is None:
+                    self.writers[p] = pa.ipc.new_stream(self.paths[p], table.schema, options=self.options)
+                self.writers[p].write_table(table.slice(start, c))
+            start += c
+
+    def close(self) -> None:
+        for w in self.writers:
+            if w is not None:
+                w.close()
+
+    def read(self, p: int, schema):
+        import pyarrow as pa
+
+        if self.writers[p] is None:
+            return schema.empty_table()
+        with pa.ipc.open_stream(self.paths[p]) as reader:
+            return reader.read_all()
+
+
+def _with_row_numbers(tables: Iterator) -> Iterator:
+    import pyarrow as pa
+
+    start = 0
+    for t in tables:
+        yield t.append_column(ROW, pa.array(np.arange(start, start + t.num_rows, dtype=np.int64))), start
+        start += t.num_rows
+
+
+def _partition_keys(side: _Side, label: str, parts: int, folder: Path, rows: int) -> _PartitionWriter:
+    import pyarrow.compute as pc
+
+    writer = _PartitionWriter(folder, f"keys-{label}", parts, compress=False)
+    try:
+        for t, start in _with_row_numbers(_iter_batches(side.path, list(KEY), rows)):
+            null = pc.or_(t.column("task").is_null(), t.column("id").is_null())
+            if pc.any(null).as_py():
+                bad = (pc.indices_nonzero(null).to_numpy()[:5] + start).tolist()
+                raise KdlensError(f"{label} file {side.path}: null task or id at row(s) {bad}; "
+                                  "every row needs both")
+            writer.write(t, _partition_ids(t, parts))
+    finally:
+        writer.close()
+    return writer
+
+
+def _show_keys(df, with_row: bool) -> str:
+    if with_row:
+        return "; ".join(f"({a}, {b}) at row {r}" for a, b, r in df.select(*KEY, ROW).head(5).iter_rows())
+    return ", ".join(f"({a}, {b})" for a, b in df.select(*KEY).head(5).iter_rows())
+
+
+def _check_keys(t_side: _Side, s_side: _Side, tmpdir: Path, rows: int) -> tuple[int, bool]:
+    """Check both files' keys in bounded memory; return (rows, whether both list keys in one order).
+
+    Raises KdlensError for null keys, duplicate keys (per side) and keys without a partner.
+    """
+    import polars as pl
+    import pyarrow as pa
+
+    bound = max(_row_bound(t_side.path), _row_bound(s_side.path))
+    parts = max(1, -(-bound // KEY_PARTITION_ROWS))
+    t_parts = _partition_keys(t_side, "teacher", parts, tmpdir, rows)
+    s_parts = _partition_keys(s_side, "student", parts, tmpdir, rows)
+    schema = pa.schema([("task", pa.large_string()), ("id", pa.large_string()), (ROW, pa.int64())])
+    dups = {"teacher": [0, []], "student": [0, []]}
+    unmatched = {"teacher": [0, []], "student": [0, []]}
+    total = 0
+    aligned = True
+    for p in range(parts):
+        t = pl.from_arrow(t_parts.read(p, schema))
+        s = pl.from_arrow(s_parts.read(p, schema))
+        for df, label in ((t, "teacher"), (s, "student")):
+            d = df.filter(pl.struct(*KEY).is_duplicated())
+            if len(d):
+                dups[label][0] += len(d)
+                dups[label][1].append(d.sort(ROW).head(5))
+        for df, other, label in ((t, s, "teacher"), (s, t, "student")):
+            u = df.join(other.select(*KEY), on=list(KEY), how="anti")
+            if len(u):
+                unmatched[label][0] += len(u)
+                unmatched[label][1].append(u.sort(ROW).head(5))
+        total += len(t)
+        if aligned:
+            j = t.join(s, on=list(KEY), how="inner", suffix="_s")
+            aligned = len(j) == len(t) == len(s) and bool((j[ROW] == j[ROW + "_s"]).all())
+        (t_parts.paths[p]).unlink(missing_ok=True)
+        (s_parts.paths[p]).unlink(missing_ok=True)
+    for label, side in (("teacher", t_side), ("student", s_side)):
+        count, shown = dups[label]
+        if count:
+            examples = _show_keys(pl.concat(shown).sort(ROW), True)
+            raise KdlensError(f"{label} file {side.path}: {count} rows share a (task, id) key, e.g. "
+                              f"{examples}; each key must appear once")
+    if unmatched["teacher"][0] or unmatched["student"][0]:
         msg = []
-        if len(only_t):
-            msg.append(f"{len(only_t)} teacher key(s) have no student row, e.g. {show(only_t)}")
-        if len(only_s):
-            msg.append(f"{len(only_s)} student key(s) have no teacher row, e.g. {show(only_s)}")
+        for label, other in (("teacher", "student"), ("student", "teacher")):
+            count, shown = unmatched[label]
+            if count:
+                examples = _show_keys(pl.concat(shown).sort(ROW), False)
+                msg.append(f"{count} {label} key(s) have no {other} row, e.g. {examples}")
         raise KdlensError("teacher and student do not cover the same (task, id) keys: "
                           + "; ".join(msg) + ". Score matching files, or filter them first.")
-    return t_keys.equals(s_keys)
+    return total, aligned
 
 
-def _sorted_copy(side: _Side, tmpdir: Path, name: str) -> _Side:
+def _reordered_batches(t_side: _Side, s_side: _Side, tmpdir: Path, rows: int, total: int,
+                       with_gold: bool) -> Iterator:
+    """Scored pair tables in teacher row order, for files that list their keys in different orders.
+
+    Both files are hash-partitioned to disk with their texts; each partition is joined and scored
+    on its own and written as a run sorted by teacher row; the runs are then merged by teacher row
+    into tables of ``rows`` rows (the same batches the aligned path yields).
+    """
     import polars as pl
+    import pyarrow as pa
 
-    kind = _kind(side.path)
-    string = {c: pl.String for c in side.columns if c != "output"}
-    if kind == "parquet":
-        lf = pl.scan_parquet(side.path)
-    elif kind == "csv":
-        lf = pl.scan_csv(side.path, schema_overrides=string)
-    else:
-        lf = pl.scan_ndjson(side.path)
-    lf = lf.select(side.columns).with_columns([pl.col(c).cast(pl.String) for c in string])
-    out = tmpdir / f"{name}.parquet"
-    lf.sort(list(KEY)).sink_parquet(out)
-    return _Side(out, side.gold, side.columns)
+    parts = max(1, -(-(_text_bytes(t_side.path) + _text_bytes(s_side.path)) // PARTITION_BYTES))
+    writers = {}
+    for side, label in ((t_side, "teacher"), (s_side, "student")):
+        w = _PartitionWriter(tmpdir, f"rows-{label}", parts, compress=True)
+        try:
+            for t, _ in _with_row_numbers(_iter_batches(side.path, side.columns, rows)):
+                w.write(t, _partition_ids(t, parts))
+        finally:
+            w.close()
+        writers[label] = w
+    t_schema = pa.schema([(c, pa.large_string()) for c in t_side.columns] + [(ROW, pa.int64())])
+    s_schema = pa.schema([(c, pa.large_string()) for c in s_side.columns] + [(ROW, pa.int64())])
+    run_paths = []
+    for p in range(parts):
+        t = pl.from_arrow(writers["teacher"].read(p, t_schema))
+        s = pl.from_arrow(writers["student"].read(p, s_schema)).drop(ROW)
+        writers["teacher"].paths[p].unlink(missing_ok=True)
+        writers["student"].paths[p].unlink(missing_ok=True)
+        j = t.join(s, on=list(KEY), how="inner", suffix="_student").sort(ROW)
+        del t, s
+        run = tmpdir / f"run-{p:05d}.arrow"
+        writer = None
+        for lo in range(0, len(j), rows):
+            chunk = j.slice(lo, rows)
+            tt = chunk.select(t_side.columns).to_arrow()
+            ss = chunk.select(*KEY, pl.col("output_student").alias("output")).to_arrow()
+            scored = _score_batch(_large(tt), _large(ss), with_gold)
+            scored = scored.append_column(ROW, chunk[ROW].to_arrow())
+            if writer is None:
+                writer = pa.ipc.new_stream(run, scored.schema)
+            writer.write_table(scored, max_chunksize=RUN_CHUNK_ROWS)
+        if writer is not None:
+            writer.close()
+            run_paths.append(run)
+        del j
+    yield from _merge_runs(run_paths, rows, total)
+
+
+def _large(table):
+    """Polars exports strings as views; the scoring code reads large_string buffers."""
+    import pyarrow as pa
+
+    return pa.table({n: table.column(n).cast(pa.large_string()) if pa.types.is_string_view(table.column(n).type)
+                     or pa.types.is_string(table.column(n).type) else table.column(n)
+                     for n in table.column_names})
+
+
+def _merge_runs(run_paths: list[Path], rows: int, total: int) -> Iterator:
+    """Tables of teacher rows [k*rows, (k+1)*rows) from runs each sorted by teacher row."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    readers = [pa.ipc.open_stream(p) for p in run_paths]
+    buffers = [[] for _ in readers]  # pending record batches per run
+    exhausted = [False] * len(readers)
+    try:
+        for lo in range(0, total, rows):
+            hi = lo + rows
+            pieces = []
+            for k, reader in enumerate(readers):
+                while True:
+                    if not buffers[k] and not exhausted[k]:
+                        try:
+                            buffers[k].append(reader.read_next_batch())
+                        except StopIteration:
+                            exhausted[k] = True
+                    if not buffers[k]:
+                        break
+                    batch = buffers[k][0]
+                    r = batch.column(ROW).to_numpy()
+                    cut = int(np.searchsorted(r, hi))
+                    if cut:
+                        pieces.append(batch.slice(0, cut))
+                    if cut < batch.num_rows:
+                        buffers[k][0] = batch.slice(cut)
+                        break
+                    buffers[k].pop(0)
+            table = pa.Table.from_batches(pieces) if pieces else None
+            if table is None or table.num_rows != min(rows, total - lo):
+                raise KdlensError("internal error: reordered pairs lost rows; please report it")
+            table = table.take(pc.sort_indices(table.column(ROW)))
+            yield table.drop_columns([ROW])
+    finally:
+        for reader in readers:
+            reader.close()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -230,7 +458,8 @@ class _TaskTotals:
     student_correct: int = 0
 
 
-def _score_batch(t, s, totals: dict[str, _TaskTotals], with_gold: bool):
+def _score_batch(t, s, with_gold: bool):
+    """The per-pair table of one batch (t and s hold the same keys in the same order)."""
     import pyarrow as pa
 
     from kdlens import metrics
@@ -261,33 +490,21 @@ def _score_batch(t, s, totals: dict[str, _TaskTotals], with_gold: bool):
     for task in np.unique(tasks):
         idx = np.flatnonzero(tasks == task)
         rule = TASK_RULES.get(canonical_task(task))
-        tot = totals.setdefault(task, _TaskTotals())
-        tot.pairs += len(idx)
-        tot.stats += stats.stats[idx].sum(axis=0)
-        tot.bleu_sum += float(bleu[idx].sum())
         if rule is None:
-            tot.has_rule = False
             continue
         sel = pa.array(idx)
         tt, ss = t_out.take(sel), s_out.take(sel)
-        a = metrics.agreement_per_item(tt, ss, rule)
-        agree[idx] = a
+        agree[idx] = metrics.agreement_per_item(tt, ss, rule)
         has_answer_rule[idx] = True
-        tot.agree += int(a.sum())
         t_ans[idx] = answers.extract_answers(tt, rule)
         s_ans[idx] = answers.extract_answers(ss, rule)
         if with_gold:
             g = gold.take(sel)
             if g.null_count:
                 raise KdlensError(f"gold answer is null for task {task}; fill it or drop the column")
-            tc, sc = metrics.is_correct(tt, g, rule), metrics.is_correct(ss, g, rule)
-            t_ok[idx], s_ok[idx] = tc, sc
-            tot.teacher_correct += int(tc.sum())
-            tot.student_correct += int(sc.sum())
-    names = ["hyp_len", "ref_len", "correct_1", "correct_2", "correct_3", "correct_4",
-             "total_1", "total_2", "total_3", "total_4"]
+            t_ok[idx], s_ok[idx] = metrics.is_correct(tt, g, rule), metrics.is_correct(ss, g, rule)
     cols = {"task": t.column("task"), "id": t.column("id"), "bleu": pa.array(bleu)}
-    cols.update({f"bleu_{k}": pa.array(stats.stats[:, j].astype(np.int32)) for j, k in enumerate(names)})
+    cols.update({f"bleu_{k}": pa.array(stats.stats[:, j].astype(np.int32)) for j, k in enumerate(STAT_NAMES)})
     mask = ~has_answer_rule
     cols["teacher_answer"] = pa.array(t_ans, type=pa.large_string(), from_pandas=False)
     cols["student_answer"] = pa.array(s_ans, type=pa.large_string(), from_pandas=False)
@@ -297,6 +514,36 @@ def _score_batch(t, s, totals: dict[str, _TaskTotals], with_gold: bool):
         cols["teacher_correct"] = pa.array(t_ok, mask=mask)
         cols["student_correct"] = pa.array(s_ok, mask=mask)
     return pa.table(cols)
+
+
+STAT_NAMES = ["hyp_len", "ref_len", "correct_1", "correct_2", "correct_3", "correct_4",
+              "total_1", "total_2", "total_3", "total_4"]
+
+
+def _accumulate(table, totals: dict[str, _TaskTotals], with_gold: bool) -> None:
+    """Add one per-pair table (in output order) to the per-task totals."""
+    tasks = table.column("task").to_numpy(zero_copy_only=False).astype(str)
+    stats = np.stack([table.column(f"bleu_{k}").to_numpy().astype(np.int64) for k in STAT_NAMES], axis=1)
+    bleu = table.column("bleu").to_numpy()
+    agree_col = table.column("agree")
+    agree = agree_col.fill_null(False).to_numpy(zero_copy_only=False)
+    rule_known = agree_col.is_valid().to_numpy(zero_copy_only=False)
+    if with_gold:
+        t_ok = table.column("teacher_correct").fill_null(False).to_numpy(zero_copy_only=False)
+        s_ok = table.column("student_correct").fill_null(False).to_numpy(zero_copy_only=False)
+    for task in np.unique(tasks):
+        idx = np.flatnonzero(tasks == task)
+        tot = totals.setdefault(task, _TaskTotals())
+        tot.pairs += len(idx)
+        tot.stats += stats[idx].sum(axis=0)
+        tot.bleu_sum += float(bleu[idx].sum())
+        if not rule_known[idx].all():
+            tot.has_rule = False
+            continue
+        tot.agree += int(agree[idx].sum())
+        if with_gold:
+            tot.teacher_correct += int(t_ok[idx].sum())
+            tot.student_correct += int(s_ok[idx].sum())
 
 
 def _summary(totals: dict[str, _TaskTotals], with_gold: bool):
@@ -340,20 +587,24 @@ def _markdown(frame, sentence_sig: str, corpus_sig: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _aligned_batches(t_side: _Side, s_side: _Side, rows: int, with_gold: bool) -> Iterator:
+    """Scored pair tables of ``rows`` rows, reading both files side by side (same key order)."""
+    t_iter = _rebatch(_iter_batches(t_side.path, t_side.columns, rows), rows)
+    s_iter = _rebatch(_iter_batches(s_side.path, s_side.columns, rows), rows)
+    for t, s in zip(t_iter, s_iter):
+        if not (t.column("task").equals(s.column("task")) and t.column("id").equals(s.column("id"))):
+            raise KdlensError("teacher and student keys went out of step while streaming; "
+                              "the files changed during the run?")
+        yield _score_batch(t, s, with_gold)
+
+
 def score_files(teacher: str | os.PathLike, student: str | os.PathLike, out: str | os.PathLike,
                 *, batch_rows: int = DEFAULT_BATCH, pairs_format: str = "parquet",
                 progress: bool = True) -> dict:
     """Score ``student`` against ``teacher`` generations; write results into folder ``out``.
 
-    Returns {"summary": polars.DataFrame, "markdown": str, "paths": {...}}.
+    Returns {"summary": polars.DataFrame, "markdown": str, "paths": {...}, "aligned": bool}.
     """
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-    from tqdm import tqdm
-
-    from kdlens.io import atomic_path, write_table_atomic, write_text_atomic
-    from kdlens.metrics import bleu_signature
-
     if pairs_format not in ("parquet", "csv"):
         raise KdlensError(f"pairs format must be parquet or csv, got {pairs_format!r}")
     if batch_rows < 1:
@@ -363,37 +614,50 @@ def score_files(teacher: str | os.PathLike, student: str | os.PathLike, out: str
     with_gold = t_side.gold is not None
     if with_gold:  # gold rides with the teacher rows; the student's copy is not needed
         s_side.columns = ["task", "id", "output"]
-    t_keys = _keys(t_side, "teacher", batch_rows)
-    s_keys = _keys(s_side, "student", batch_rows)
-    aligned = _check_match(t_keys, s_keys)
-    total = len(t_keys)
-    del t_keys, s_keys
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise KdlensError(f"output {out_dir} exists and is not a folder; -o names a folder")
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _score_into(t_side, s_side, out_dir, batch_rows, pairs_format, progress, with_gold)
+    except BaseException:
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # leave nothing behind for a run that failed
+        raise
+
+
+def _score_into(t_side: _Side, s_side: _Side, out_dir: Path, batch_rows: int, pairs_format: str,
+                progress: bool, with_gold: bool) -> dict:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+    from tqdm import tqdm
+
+    from kdlens.io import atomic_path, write_table_atomic, write_text_atomic
+    from kdlens.metrics import bleu_signature
+
     pairs_path = out_dir / f"pairs.{pairs_format}"
     totals: dict[str, _TaskTotals] = {}
     with tempfile.TemporaryDirectory(prefix=".kdlens-fidelity-", dir=out_dir) as tmp:
-        if not aligned:
-            t_side = _sorted_copy(t_side, Path(tmp), "teacher")
-            s_side = _sorted_copy(s_side, Path(tmp), "student")
-        t_iter = _rebatch(_iter_batches(t_side.path, t_side.columns, batch_rows), batch_rows)
-        s_iter = _rebatch(_iter_batches(s_side.path, s_side.columns, batch_rows), batch_rows)
+        total, aligned = _check_keys(t_side, s_side, Path(tmp), batch_rows)
+        if aligned:
+            batches = _aligned_batches(t_side, s_side, batch_rows, with_gold)
+        else:
+            batches = _reordered_batches(t_side, s_side, Path(tmp), batch_rows, total, with_gold)
         bar = tqdm(total=total, unit="pair", disable=not progress, desc="fidelity")
         writer = None
         with atomic_path(pairs_path) as tmp_pairs:
             try:
-                for t, s in zip(t_iter, s_iter):
-                    if not (t.column("task").equals(s.column("task")) and t.column("id").equals(s.column("id"))):
-                        raise KdlensError("teacher and student keys went out of step while streaming; "
-                                          "the files changed during the run?")
-                    table = _score_batch(t, s, totals, with_gold)
+                for table in batches:
+                    _accumulate(table, totals, with_gold)
                     if writer is None:
                         writer = (pq.ParquetWriter(tmp_pairs, table.schema) if pairs_format == "parquet"
                                   else pacsv.CSVWriter(tmp_pairs, table.schema))
-                    writer.write_table(table)
-                    bar.update(t.num_rows)
+                    if pairs_format == "parquet":  # one row group per batch: the writer buffers a
+                        writer.write_table(table, row_group_size=table.num_rows)  # group in memory
+                    else:
+                        writer.write_table(table)
+                    bar.update(table.num_rows)
             finally:
                 if writer is not None:
                     writer.close()

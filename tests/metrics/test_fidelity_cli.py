@@ -98,3 +98,71 @@ def test_bad_inputs_get_clear_errors(tmp_path, capsys):
     bad.write_text('{"task": "gsm8k", "id": 1, "output": "x"}\n{not json\n')
     code, err = _run_err(["fidelity", str(bad), str(bad), "-o", out, "--no-progress"], capsys)
     assert code == 2 and "bad.jsonl" in err
+
+
+# ------------------------------------------------------------------------------------------------
+# the bounded-memory paths: many small hash partitions on tiny inputs
+
+
+@pytest.fixture
+def small_partitions(monkeypatch):
+    from kdlens import fidelity
+
+    monkeypatch.setattr(fidelity, "KEY_PARTITION_ROWS", 37)  # 900 keys -> 25 key partitions
+    monkeypatch.setattr(fidelity, "PARTITION_BYTES", 30_000)  # texts -> dozens of partitions
+    return fidelity
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+def test_reordered_path_equals_aligned_and_sacrebleu(tmp_path, suffix, small_partitions):
+    t, s, c = _frames(900, seed=5)
+    tp = _write(t, tmp_path / f"t{suffix}")
+    sp = _write(s, tmp_path / f"s{suffix}")
+    shuffled = _write(s.sample(fraction=1.0, shuffle=True, seed=2), tmp_path / f"s2{suffix}")
+    a = small_partitions.score_files(tp, sp, tmp_path / "a", batch_rows=100, progress=False)
+    b = small_partitions.score_files(tp, shuffled, tmp_path / "b", batch_rows=100, progress=False)
+    assert a["aligned"] and not b["aligned"]
+    pa_, pb = pl.read_parquet(a["paths"]["pairs"]), pl.read_parquet(b["paths"]["pairs"])
+    assert pb["id"].to_list() == [str(i) for i in c["id"]]  # teacher row order
+    assert pa_.equals(pb)
+    assert a["summary"].equals(b["summary"])
+    metric = sacrebleu.BLEU(effective_order=True)
+    expected = [metric.sentence_score(h, [r]).score for h, r in zip(c["student_output"], c["teacher_output"])]
+    np.testing.assert_allclose(pb["bleu"].to_numpy(), expected, rtol=0, atol=1e-9)
+    assert pb["agree"].to_list() == [ref_agree(x, y, "gsm8k")
+                                     for x, y in zip(c["teacher_output"], c["student_output"])]
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [
+        "pairs.parquet", "summary.csv", "summary.md", "summary.parquet"]
+
+
+def test_key_errors_across_partitions(tmp_path, capsys, small_partitions):
+    t, s, _ = _frames(300)
+    tp = _write(t, tmp_path / "t.parquet")
+    out = tmp_path / "o"
+
+    def err_for(frame):
+        sp = _write(frame, tmp_path / "s.parquet")
+        code, err = _run_err(["fidelity", str(tp), str(sp), "-o", str(out), "--no-progress"], capsys)
+        assert code == 2, err
+        assert not out.exists()  # a failed run leaves no output folder behind
+        return err
+
+    first = s.row(0, named=True)
+    err = err_for(pl.concat([s, s.head(2), s.slice(7, 1)]))
+    assert "student file" in err and "6 rows share a (task, id) key" in err
+    assert f"({first['task']}, {first['id']}) at row 0" in err
+    extra = s.head(3).with_columns(pl.col("id") + 10_000)
+    err = err_for(pl.concat([s.head(240), extra]))
+    assert "60 teacher key(s) have no student row" in err
+    assert "3 student key(s) have no teacher row" in err and "10000)" in err
+    row = pl.int_range(pl.len())
+    nulls = s.with_columns(pl.when(row.is_in([5, 170])).then(None).otherwise(pl.col("id")).alias("id"))
+    assert "null task or id at row(s) [5, 170]" in err_for(nulls)
+    shuffled = s.sample(fraction=1.0, shuffle=True, seed=4)
+    bad = shuffled.with_columns(pl.when(pl.col("id") == 11).then(None).otherwise(pl.col("output")).alias("output"))
+    err = err_for(bad)  # found while scoring a partition of the reorder pass
+    assert "output is null" in err and "'11'" in err
+    gold_null = t.with_columns(pl.when(pl.col("id") == 3).then(None).otherwise(pl.col("gold")).alias("gold"))
+    _write(gold_null, tp)
+    err = err_for(shuffled)
+    assert "gold answer is null" in err
