@@ -50,10 +50,13 @@ def _load_scaled(s_row, t_row, cols, mask, inv_t, sigma, seed, row, HAS_NOISE: t
 
 
 @triton.jit
-def _terms(a, b, lse_a, lse_b, mask, beta, log_beta, log_1m_beta, OBJECTIVE: tl.constexpr):
-    """Per-element loss term l and h = q * dKD/dq for one block (0 outside the row); also q."""
-    lq = a - lse_a
-    lp = b - lse_b
+def _terms(a, b, m_a, log_s_a, m_b, log_s_b, mask, beta, log_beta, log_1m_beta, OBJECTIVE: tl.constexpr):
+    """Per-element loss term l and h = q * dKD/dq for one block (0 outside the row); also q.
+
+    lq = (a - max) - log(sum): never form lse = max + log(sum), whose rounding at |max| ~ 100 (ulp 1e-5)
+    would skew every probability of the row."""
+    lq = (a - m_a) - log_s_a
+    lp = (b - m_b) - log_s_b
     q = tl.exp(lq)
     p = tl.exp(lp)
     if OBJECTIVE == 0:  # forward KL(p || q)
@@ -141,9 +144,9 @@ def kd_rows_kernel(
                 new_z = tl.maximum(m_z, tl.max(z_s, 0))
                 s_z = s_z * tl.exp(m_z - new_z) + tl.sum(tl.where(mask, tl.exp(z_s - new_z), 0.0), 0)
                 m_z = new_z
-        lse_a = m_a + tl.log(s_a)
-        lse_b = m_b + tl.log(s_b)
-        lse_z = m_z + tl.log(s_z)
+        log_s_a = tl.log(s_a)
+        log_s_b = tl.log(s_b)
+        log_s_z = tl.log(s_z)
 
         # pass 2: loss and c = sum h (forward KL knows c = -1 and takes its loss in pass 3)
         kd = 0.0
@@ -154,7 +157,7 @@ def kd_rows_kernel(
                 cols = start + tl.arange(0, BLOCK_V)
                 mask = cols < V
                 z_s, a, b = _load_scaled(s_row, t_row, cols, mask, inv_t, sigma, seed, row, HAS_NOISE)
-                term, h, q = _terms(a, b, lse_a, lse_b, mask, beta, log_beta, log_1m_beta, OBJECTIVE)
+                term, h, q = _terms(a, b, m_a, log_s_a, m_b, log_s_b, mask, beta, log_beta, log_1m_beta, OBJECTIVE)
                 kd += tl.sum(term, 0)
                 c += tl.sum(h, 0)
 
@@ -170,19 +173,19 @@ def kd_rows_kernel(
                 cols = start + tl.arange(0, BLOCK_V)
                 mask = cols < V
                 z_s, a, b = _load_scaled(s_row, t_row, cols, mask, inv_t, sigma, seed, row, HAS_NOISE)
-                term, h, q = _terms(a, b, lse_a, lse_b, mask, beta, log_beta, log_1m_beta, OBJECTIVE)
+                term, h, q = _terms(a, b, m_a, log_s_a, m_b, log_s_b, mask, beta, log_beta, log_1m_beta, OBJECTIVE)
                 if OBJECTIVE == 0:
                     kd += tl.sum(term, 0)
                 if WRITE_GRAD:
                     grad = kd_scale * (h - q * c)
                     if HAS_CE:
-                        soft = tl.exp(z_s - lse_z)
+                        soft = tl.exp((z_s - m_z) - log_s_z)
                         onehot = tl.where(cols.to(tl.int64) == label, 1.0, 0.0)
                         grad += w * ce_coef * (soft - onehot)
                     tl.store(g_row + cols, grad.to(grad_ptr.dtype.element_ty), mask=mask)
         loss = kd_coef * kd
         if HAS_CE:
-            loss += ce_coef * (lse_z - z_label)
+            loss += ce_coef * ((m_z - z_label) + log_s_z)
         tl.store(loss_ptr + local, w * loss)
 
 

@@ -27,23 +27,23 @@ def chunk_loss_and_grad(
     z_t: torch.Tensor,
     weight: torch.Tensor,
     labels: torch.Tensor | None,
-    row_offset: int,
+    noise: torch.Tensor | None,
     *,
     objective_id: int,
     inv_t: float,
     kd_coef: float,
     ce_coef: float,
     beta: float,
-    sigma: float,
-    seed: int,
     write_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Weighted per-row losses [c] and dLoss/dz_s [c, V] (fp32) for one chunk; ``beta`` carries alpha for skews."""
+    """Weighted per-row losses [c] and dLoss/dz_s [c, V] (fp32) for one chunk; ``beta`` carries alpha for skews.
+
+    ``noise`` is sigma * eps for the chunk's rows (from ``chunk_noise``) or None; it is generated outside
+    this function because inductor takes minutes to compile the 10 Philox rounds."""
     z_s = z_s.float()
     z_t = z_t.float()
-    if sigma > 0.0:
-        rows = torch.arange(z_s.shape[0], device=z_s.device) + row_offset
-        z_t = z_t + sigma * philox_randn(seed, rows, z_s.shape[1])
+    if noise is not None:
+        z_t = z_t + noise
     lq = torch.log_softmax(z_s * inv_t, dim=-1)
     lp = torch.log_softmax(z_t * inv_t, dim=-1)
     q = lq.exp()
@@ -86,6 +86,14 @@ def chunk_loss_and_grad(
     return weight * row_loss, grad
 
 
+def chunk_noise(opts: KDOptions, row_start: int, n_rows: int, vocab: int, device) -> torch.Tensor | None:
+    """sigma * eps for global rows noise_row_offset + row_start + [0, n_rows), or None without noise."""
+    if not opts.has_noise:
+        return None
+    rows = torch.arange(n_rows, device=device) + (opts.noise_row_offset + row_start)
+    return opts.noise_sigma * philox_randn(int(opts.noise_seed), rows, vocab)
+
+
 _COMPILED = None
 
 
@@ -105,8 +113,6 @@ def _kwargs(opts: KDOptions, write_grad: bool) -> dict:
         kd_coef=opts.kd_coef,
         ce_coef=opts.ce_weight,
         beta=opts.beta if opts.objective == "jsd" else opts.alpha,
-        sigma=opts.noise_sigma,
-        seed=int(opts.noise_seed),
         write_grad=write_grad,
     )
 
@@ -121,7 +127,8 @@ class ChunkedLinearKD(torch.autograd.Function):
         kw = _kwargs(opts, need_dx or need_dw)
 
         def rows_fn(z_s, z_t, weight, labels_c, row_offset, grad_buf):
-            return fn(z_s, z_t, weight, labels_c, row_offset, **kw)
+            noise = chunk_noise(opts, row_offset - opts.noise_row_offset, z_s.shape[0], z_s.shape[1], z_s.device)
+            return fn(z_s, z_t, weight, labels_c, noise, **kw)
 
         vocab = min(w_s.shape[0], w_t.shape[0])
         # the torch path keeps about 6 live fp32 [c, V] tensors when eager, fewer when compiled
@@ -172,7 +179,8 @@ class ChunkedLogitsKD(torch.autograd.Function):
                 t_c = F.pad(t_c, (0, 0, 0, pad))
                 w_c = F.pad(w_c, (0, pad))
                 l_c = F.pad(l_c, (0, pad)) if l_c is not None else None
-            losses, g = fn(s_c, t_c, w_c, l_c, opts.noise_row_offset + start, **kw)
+            noise = chunk_noise(opts, start, s_c.shape[0], vocab, z_s.device)
+            losses, g = fn(s_c, t_c, w_c, l_c, noise, **kw)
             loss += losses.sum()
             if need_grad:
                 grad[start:end, :vocab] = g[: end - start].to(grad.dtype)
