@@ -8,6 +8,10 @@ Operation types: add, subtract, multiply, divide (always exact) and two-step com
 (multiply-subtract, add-divide, subtract-add, multiply-add). Difficulty levels scale the operands:
 level 1 uses one-digit numbers, level 2 up to two digits, level 3 larger numbers.
 
+Rationale styles: ``"full"`` (default) narrates each step ("Tom starts with 9 pens and gives away
+2. 9 - 2 = 7."); ``"equations"`` keeps only the equations ("9 - 2 = 7."), the same problems with a
+shorter output, for small CPU studies where every generated token costs time.
+
 Splits are deterministic by ``seed`` and never overlap: problems are drawn from one seeded stream,
 and a problem goes to the test split or the train split by a stable hash of its text, so the test
 set does not depend on ``n_train`` and no problem text appears in both splits.
@@ -26,6 +30,7 @@ import hashlib
 import json
 import os
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -47,6 +52,9 @@ _LEVELS = {
     3: ((40, 300), (3, 15)),
 }
 
+RATIONALE_STYLES = ("full", "equations")
+_EQUATION = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)")
+
 OPERATIONS = ("add", "subtract", "multiply", "divide", "multiply_subtract", "add_divide",
               "subtract_add", "multiply_add")
 
@@ -61,6 +69,7 @@ class SyntheticTask:
     levels: tuple[int, ...]
     operations: tuple[str, ...]
     meta: dict = field(default_factory=dict)
+    rationale: str = "full"
 
     def texts(self, template=None) -> list[str]:
         """Full training texts of the train split (for tokenizer training)."""
@@ -138,6 +147,11 @@ def _problem(op: str, level: int, rng: random.Random) -> tuple[str, str, int]:
     return q, r, c
 
 
+def _equations_only(rationale: str) -> str:
+    """The equations of a full rationale, one sentence each ("9 - 2 = 7. 7 + 3 = 10.")."""
+    return " ".join(f"{a} {op} {b} = {c}." for a, op, b, c in _EQUATION.findall(rationale))
+
+
 def _in_test(text: str, seed: int, test_share: float) -> bool:
     digest = hashlib.blake2b(f"{seed}\0{text}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") / 2**64 < test_share
@@ -151,12 +165,15 @@ def make_task(
     levels: Sequence[int] = (1, 2),
     operations: Sequence[str] = OPERATIONS,
     test_share: float = 0.2,
+    rationale: str = "full",
 ) -> SyntheticTask:
     """Generate ``n_train`` training and ``n_test`` test problems, deterministically from ``seed``.
 
     Problems are drawn uniformly over ``operations`` x ``levels``; duplicates are skipped; each
     problem's split is fixed by a hash of its text (``test_share`` of them go to test), so the test
-    set is the same for any ``n_train`` and the splits never share a problem.
+    set is the same for any ``n_train`` and the splits never share a problem. ``rationale`` picks
+    the output style (:data:`RATIONALE_STYLES`); it changes only the ``output`` text, never which
+    problems are drawn.
     """
     if n_train < 0 or n_test < 0 or n_train + n_test == 0:
         raise KdlensError("make_task needs n_train >= 0, n_test >= 0 and at least one problem")
@@ -168,6 +185,8 @@ def make_task(
         raise KdlensError(f"unknown operation(s) {bad_ops or operations}; known: {', '.join(OPERATIONS)}")
     if not 0.0 < test_share < 1.0:
         raise KdlensError("test_share must be strictly between 0 and 1")
+    if rationale not in RATIONALE_STYLES:
+        raise KdlensError(f"unknown rationale style {rationale!r}; known: {', '.join(RATIONALE_STYLES)}")
     rng = random.Random(seed)
     seen: set[str] = set()
     train: list[dict] = []
@@ -181,15 +200,17 @@ def make_task(
                 f"and operations {list(operations)}; ask for fewer or allow more kinds")
         op = rng.choice(list(operations))
         level = rng.choice(list(levels))
-        question, rationale, answer = _problem(op, level, rng)
+        question, rationale_text, answer = _problem(op, level, rng)
         if question in seen:
             useless_in_a_row += 1
             continue
         seen.add(question)
+        if rationale == "equations":
+            rationale_text = _equations_only(rationale_text)
         record = {
             "instruction": question,
             "input": "",
-            "output": f"{rationale} The answer is {answer}.",
+            "output": f"{rationale_text} The answer is {answer}.",
             "answer": str(answer),
             "op": op,
             "level": level,
@@ -203,7 +224,7 @@ def make_task(
             useless_in_a_row += 1
     return SyntheticTask(train=train, test=test, seed=seed, levels=tuple(levels),
                          operations=tuple(operations),
-                         meta={"test_share": test_share, "draws": draws})
+                         meta={"test_share": test_share, "draws": draws}, rationale=rationale)
 
 
 def train_tokenizer(
