@@ -53,9 +53,11 @@ class UnitContext:
 def run_task(ctx: UnitContext) -> dict:
     spec = ctx.cfg.task
     if spec.kind == "synthetic":
-        from kdlens.data.synthetic import make_task, write_task
+        from kdlens.data.synthetic import OPERATIONS, make_task, write_task
 
-        task = make_task(seed=spec.seed, n_train=spec.n_train, n_test=spec.n_test)
+        task = make_task(seed=spec.seed, n_train=spec.n_train, n_test=spec.n_test,
+                         levels=spec.levels, operations=spec.operations or OPERATIONS,
+                         rationale=spec.rationale)
         paths = write_task(ctx.dir / "data" / "synthetic", task)
         return {"train_file": str(paths["train"]), "data_dir": str(ctx.dir / "data"),
                 "tokenizer": str(paths["tokenizer"]), "eval_tasks": list(spec.eval_tasks),

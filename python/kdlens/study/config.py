@@ -41,6 +41,10 @@ class TaskSpec:
     eval_tasks: tuple[str, ...] = ("synthetic",)  # task names of kdlens.tasks
     eval_data_dir: str | None = None  # folder holding the evaluation files (kind = "files")
     family: str = "synthetic"
+    # kind = "synthetic": generation options of kdlens.data.synthetic.make_task
+    levels: tuple[int, ...] = (1, 2)  # difficulty levels (1: one-digit operands)
+    operations: tuple[str, ...] = ()  # operation types; empty: all of them
+    rationale: str = "full"  # output style: "full" or "equations"
 
     def __post_init__(self):
         if self.kind not in ("synthetic", "files"):
