@@ -183,7 +183,7 @@ def _inspect(path: Path, label: str) -> _Side:
 # memory a partition needs does not grow with the row count.
 
 KEY_PARTITION_ROWS = 250_000  # (task, id, row) keys per partition in the key pass
-PARTITION_BYTES = 128 << 20  # text bytes (teacher + student) per partition when reordering
+PARTITION_BYTES = 64 << 20  # text bytes (teacher + student) per partition when reordering
 RUN_CHUNK_ROWS = 4096  # scored rows per IPC batch of a partition's run (the merge reads one at a time)
 ROW = "__kdlens_row"  # teacher row number carried through the reorder pass
 

@@ -2,10 +2,13 @@
 //! length, closest reference length, matched and total n-grams per order) and the score from
 //! statistics with smoothing (none, floor, add-k, exp) and effective order.
 //!
-//! Speed: tokens of one segment are interned to small integer ids (exact byte comparison), n-grams
-//! of up to 4 ids are packed into one integer key (16-bit ids in a u64, 32-bit ids in a u128 when a
-//! segment has 65535+ distinct tokens) and counted in a reused open-addressing table, so counting
-//! allocates nothing per n-gram. Segments are independent; the results never depend on threads.
+//! Speed: tokens of one segment are interned to small integer ids (tokens of up to 8 bytes compared
+//! as one machine word plus length, longer ones by hash and bytes), n-grams of up to 4 ids are
+//! packed into one integer key (16-bit ids in a u64, 32-bit ids in a u128 when a segment has 65535+
+//! distinct tokens) and counted in a reused open-addressing table whose slots hold key and counts
+//! together; epoch stamps empty both tables between segments without clearing them, and all buffers
+//! live in per-thread scratch space, so a segment allocates nothing in steady state. Segments are
+//! independent; the results never depend on threads.
 
 use crate::tokenize::{tokenize_into, TokScratch, TokenizerKind, Tokens};
 
@@ -131,69 +134,106 @@ pub fn compute_bleu(
 // ----------------------------------------------------------------------------------------------
 // interning and n-gram counting
 
+const MIX: u64 = 0x9E37_79B9_7F4A_7C15;
+
 #[inline]
 fn hash_bytes(b: &[u8]) -> u64 {
-    const K: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut h: u64 = b.len() as u64;
     let mut chunks = b.chunks_exact(8);
     for c in &mut chunks {
         let v = u64::from_le_bytes(c.try_into().unwrap());
-        h = (h.rotate_left(5) ^ v).wrapping_mul(K);
+        h = (h.rotate_left(5) ^ v).wrapping_mul(MIX);
     }
     let rem = chunks.remainder();
     if !rem.is_empty() {
         let mut buf = [0u8; 8];
         buf[..rem.len()].copy_from_slice(rem);
-        h = (h.rotate_left(5) ^ u64::from_le_bytes(buf)).wrapping_mul(K);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(buf)).wrapping_mul(MIX);
     }
     h ^ (h >> 29)
 }
 
-/// Maps token bytes to ids 1..=n within one segment (hypothesis and its references).
+/// The first (up to) 8 bytes of the token at text[a..b], zero-padded: for tokens of at most 8
+/// bytes, this word and the length identify the token exactly.
+#[inline]
+fn first_word(text: &[u8], a: usize, b: usize) -> u64 {
+    let len = b - a;
+    if a + 8 <= text.len() {
+        let w = u64::from_le_bytes(text[a..a + 8].try_into().unwrap());
+        if len >= 8 {
+            w
+        } else {
+            w & ((1u64 << (8 * len)) - 1)
+        }
+    } else {
+        let mut buf = [0u8; 8];
+        let n = len.min(8);
+        buf[..n].copy_from_slice(&text[a..a + n]);
+        u64::from_le_bytes(buf)
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct InternSlot {
+    word: u64, // first_word of the token
+    hash: u64, // full hash (tokens over 8 bytes only; 0 otherwise)
+    len: u32,
+    id: u32,     // 1-based id
+    epoch: u32,  // slot is live when epoch == the interner's epoch
+}
+
+/// Maps token bytes to ids 1..=n within one segment (hypothesis and its references). Tokens of up
+/// to 8 bytes are compared as (word, length) without touching their bytes; longer ones by hash and
+/// bytes. An epoch stamp empties the table between segments without clearing it.
 #[derive(Default)]
 struct Interner {
-    slots: Vec<u32>,     // 0 = empty, else id
-    hashes: Vec<u64>,    // per slot
+    slots: Vec<InternSlot>,
     keys: Vec<(u32, u32, u32)>, // per id-1: (text index, start, end)
     mask: usize,
+    epoch: u32,
 }
 
 impl Interner {
     fn reset(&mut self, expected: usize) {
         let cap = (expected * 2).next_power_of_two().max(16);
-        if self.slots.len() < cap || self.slots.len() > 4 * cap.max(1024) {
-            self.slots = vec![0; cap];
-            self.hashes = vec![0; cap];
-        } else {
-            self.slots.iter_mut().for_each(|s| *s = 0);
+        if self.slots.len() < cap || self.slots.len() > 8 * cap.max(1024) || self.epoch == u32::MAX {
+            self.slots = vec![InternSlot::default(); cap];
+            self.epoch = 0;
         }
+        self.epoch += 1;
         self.mask = self.slots.len() - 1;
         self.keys.clear();
     }
 
-    /// Interns every token of `texts[t]`, writing its id to `ids`.
+    /// Interns every token of `texts[t]`, appending its id to `ids`.
     fn intern_all(&mut self, texts: &[&Tokens], t: usize, ids: &mut Vec<u32>) {
-        ids.clear();
         let toks = texts[t];
-        for i in 0..toks.len() {
-            let tok = toks.token(i);
-            let h = hash_bytes(tok);
-            let mut pos = (h as usize) & self.mask;
+        let text = &toks.text[..];
+        let epoch = self.epoch;
+        for &(a, b) in &toks.spans {
+            let (a, b) = (a as usize, b as usize);
+            let len = b - a;
+            let word = first_word(text, a, b);
+            let hash = if len <= 8 { 0 } else { hash_bytes(&text[a..b]) };
+            let h = if len <= 8 { (word ^ ((len as u64) << 59)).wrapping_mul(MIX) } else { hash };
+            let mut pos = ((h ^ (h >> 31)) as usize) & self.mask;
             loop {
-                let id = self.slots[pos];
-                if id == 0 {
+                let slot = self.slots[pos];
+                if slot.epoch != epoch {
                     let new_id = self.keys.len() as u32 + 1;
-                    self.slots[pos] = new_id;
-                    self.hashes[pos] = h;
-                    let (a, b) = toks.spans[i];
-                    self.keys.push((t as u32, a, b));
+                    self.slots[pos] = InternSlot { word, hash, len: len as u32, id: new_id, epoch };
+                    self.keys.push((t as u32, a as u32, b as u32));
                     ids.push(new_id);
                     break;
                 }
-                if self.hashes[pos] == h {
-                    let (kt, a, b) = self.keys[id as usize - 1];
-                    if &texts[kt as usize].text[a as usize..b as usize] == tok {
-                        ids.push(id);
+                if slot.word == word && slot.len == len as u32 && slot.hash == hash {
+                    if len <= 8 {
+                        ids.push(slot.id);
+                        break;
+                    }
+                    let (kt, ka, kb) = self.keys[slot.id as usize - 1];
+                    if &texts[kt as usize].text[ka as usize..kb as usize] == &text[a..b] {
+                        ids.push(slot.id);
                         break;
                     }
                 }
@@ -208,7 +248,6 @@ trait NgramKey: Copy + Eq + Default {
     fn from_id(id: u32) -> Self;
     fn push(self, id: u32) -> Self;
     fn hash(self) -> u64;
-    fn is_empty(self) -> bool;
 }
 
 impl NgramKey for u64 {
@@ -223,12 +262,8 @@ impl NgramKey for u64 {
     }
     #[inline]
     fn hash(self) -> u64 {
-        let h = self.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let h = self.wrapping_mul(MIX);
         h ^ (h >> 32)
-    }
-    #[inline]
-    fn is_empty(self) -> bool {
-        self == 0
     }
 }
 
@@ -246,65 +281,63 @@ impl NgramKey for u128 {
     fn hash(self) -> u64 {
         let lo = self as u64;
         let hi = (self >> 64) as u64;
-        let h = (lo ^ hi.rotate_left(23)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let h = (lo ^ hi.rotate_left(23)).wrapping_mul(MIX);
         h ^ (h >> 32)
     }
-    #[inline]
-    fn is_empty(self) -> bool {
-        self == 0
-    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct CountSlot<K: NgramKey> {
+    key: K,
+    epoch: u32,
+    avail: u32,    // max count over the references, minus hypothesis copies already matched
+    cur: u32,      // count in the reference being inserted
+    last_ref: u32, // the reference `cur` belongs to
 }
 
 /// Open-addressing table of reference n-gram counts: `avail` is the max count over references
 /// (sacrebleu merges references by max), consumed by hypothesis n-grams (clipped matches).
+/// Slots hold key and counts together; an epoch stamp empties the table between segments.
 struct CountTable<K: NgramKey> {
-    keys: Vec<K>,
-    avail: Vec<u32>,
-    cur: Vec<u32>,
-    last_ref: Vec<u32>,
+    slots: Vec<CountSlot<K>>,
     mask: usize,
+    epoch: u32,
 }
 
 impl<K: NgramKey> Default for CountTable<K> {
     fn default() -> Self {
-        Self { keys: Vec::new(), avail: Vec::new(), cur: Vec::new(), last_ref: Vec::new(), mask: 0 }
+        Self { slots: Vec::new(), mask: 0, epoch: 0 }
     }
 }
 
 impl<K: NgramKey> CountTable<K> {
     fn reset(&mut self, expected: usize) {
         let cap = (expected * 2).next_power_of_two().max(16);
-        if self.keys.len() < cap || self.keys.len() > 4 * cap.max(4096) {
-            self.keys = vec![K::default(); cap];
-            self.avail = vec![0; cap];
-            self.cur = vec![0; cap];
-            self.last_ref = vec![0; cap];
-        } else {
-            self.keys.iter_mut().for_each(|k| *k = K::default());
+        if self.slots.len() < cap || self.slots.len() > 8 * cap.max(4096) || self.epoch == u32::MAX {
+            self.slots = vec![CountSlot::default(); cap];
+            self.epoch = 0;
         }
-        self.mask = self.keys.len() - 1;
+        self.epoch += 1;
+        self.mask = self.slots.len() - 1;
     }
 
     #[inline]
     fn insert_ref(&mut self, key: K, ref_idx: u32) {
         let mut pos = (key.hash() as usize) & self.mask;
         loop {
-            let k = self.keys[pos];
-            if k.is_empty() {
-                self.keys[pos] = key;
-                self.avail[pos] = 1;
-                self.cur[pos] = 1;
-                self.last_ref[pos] = ref_idx;
+            let slot = &mut self.slots[pos];
+            if slot.epoch != self.epoch {
+                *slot = CountSlot { key, epoch: self.epoch, avail: 1, cur: 1, last_ref: ref_idx };
                 return;
             }
-            if k == key {
-                if self.last_ref[pos] != ref_idx {
-                    self.last_ref[pos] = ref_idx;
-                    self.cur[pos] = 0;
+            if slot.key == key {
+                if slot.last_ref != ref_idx {
+                    slot.last_ref = ref_idx;
+                    slot.cur = 0;
                 }
-                self.cur[pos] += 1;
-                if self.cur[pos] > self.avail[pos] {
-                    self.avail[pos] = self.cur[pos];
+                slot.cur += 1;
+                if slot.cur > slot.avail {
+                    slot.avail = slot.cur;
                 }
                 return;
             }
@@ -317,13 +350,13 @@ impl<K: NgramKey> CountTable<K> {
     fn take(&mut self, key: K) -> bool {
         let mut pos = (key.hash() as usize) & self.mask;
         loop {
-            let k = self.keys[pos];
-            if k.is_empty() {
+            let slot = &mut self.slots[pos];
+            if slot.epoch != self.epoch {
                 return false;
             }
-            if k == key {
-                if self.avail[pos] > 0 {
-                    self.avail[pos] -= 1;
+            if slot.key == key {
+                if slot.avail > 0 {
+                    slot.avail -= 1;
                     return true;
                 }
                 return false;
@@ -365,7 +398,8 @@ pub fn closest_ref_len(hyp_len: i64, ref_lens: &[i64]) -> i64 {
     closest_len
 }
 
-/// Per-thread scratch space for segment statistics.
+/// Per-thread scratch space for segment statistics (reused: no allocation per segment in steady
+/// state).
 #[derive(Default)]
 pub struct SegmentScratch {
     tok: TokScratch,
@@ -374,6 +408,7 @@ pub struct SegmentScratch {
     interner: Interner,
     hyp_ids: Vec<u32>,
     ref_ids: Vec<u32>,
+    ref_bounds: Vec<(usize, usize)>,
     table64: CountTable<u64>,
     table128: CountTable<u128>,
     ref_lens: Vec<i64>,
@@ -400,13 +435,6 @@ pub fn segment_stats(
         tokenize_into(r, opts.tokenizer, opts.lowercase, &mut s.tok, &mut s.refs[r_i]);
         r_i += 1;
     }
-    let mut all: Vec<&Tokens> = Vec::with_capacity(nrefs + 1);
-    all.push(&s.hyp);
-    for r in &s.refs[..nrefs] {
-        all.push(r);
-    }
-    let total_tokens: usize = all.iter().map(|t| t.len()).sum();
-    s.interner.reset(total_tokens);
     s.ref_lens.clear();
     for r in &s.refs[..nrefs] {
         s.ref_lens.push(r.len() as i64);
@@ -417,28 +445,40 @@ pub fn segment_stats(
     out[0] = hyp_len;
     out[1] = ref_len;
 
-    // ids of all texts: hyp first, refs after (interned into one id space)
-    s.interner.intern_all(&all, 0, &mut s.hyp_ids);
-    // refs are interned one at a time while counting (ids stay consistent across refs)
-    let ref_ngrams: usize = s.ref_lens.iter().map(|&l| (l as usize) * mo).sum();
-    // decide key width after interning all refs: intern everything first into ref_ids (concatenated)
-    let mut ref_bounds: Vec<(usize, usize)> = Vec::with_capacity(nrefs);
-    let mut concat: Vec<u32> = std::mem::take(&mut s.ref_ids);
-    concat.clear();
-    let mut tmp_ids: Vec<u32> = Vec::new();
-    for t in 1..=nrefs {
-        s.interner.intern_all(&all, t, &mut tmp_ids);
-        let a = concat.len();
-        concat.extend_from_slice(&tmp_ids);
-        ref_bounds.push((a, concat.len()));
+    // one id space for the hypothesis and every reference: hyp first, then each reference
+    let total_tokens = s.hyp.len() + s.ref_lens.iter().sum::<i64>() as usize;
+    s.interner.reset(total_tokens);
+    s.hyp_ids.clear();
+    s.ref_ids.clear();
+    s.ref_bounds.clear();
+    {
+        // texts[0] = hyp, texts[1..] = refs (a small fixed array for the usual 1-4 references)
+        let mut small: [&Tokens; 5] = [&s.hyp; 5];
+        let mut big: Vec<&Tokens> = Vec::new();
+        let texts: &[&Tokens] = if nrefs < 5 {
+            for (k, r) in s.refs[..nrefs].iter().enumerate() {
+                small[k + 1] = r;
+            }
+            &small[..nrefs + 1]
+        } else {
+            big.push(&s.hyp);
+            big.extend(s.refs[..nrefs].iter());
+            &big
+        };
+        s.interner.intern_all(texts, 0, &mut s.hyp_ids);
+        for t in 1..=nrefs {
+            let a = s.ref_ids.len();
+            s.interner.intern_all(texts, t, &mut s.ref_ids);
+            s.ref_bounds.push((a, s.ref_ids.len()));
+        }
     }
+    let ref_ngrams: usize = s.ref_lens.iter().map(|&l| (l as usize) * mo).sum();
     let distinct = s.interner.keys.len();
     if distinct < (1usize << 16) - 1 {
-        count_with::<u64>(&mut s.table64, &s.hyp_ids, &concat, &ref_bounds, ref_ngrams, mo, out);
+        count_with::<u64>(&mut s.table64, &s.hyp_ids, &s.ref_ids, &s.ref_bounds, ref_ngrams, mo, out);
     } else {
-        count_with::<u128>(&mut s.table128, &s.hyp_ids, &concat, &ref_bounds, ref_ngrams, mo, out);
+        count_with::<u128>(&mut s.table128, &s.hyp_ids, &s.ref_ids, &s.ref_bounds, ref_ngrams, mo, out);
     }
-    s.ref_ids = concat;
 }
 
 fn count_with<K: NgramKey>(
@@ -455,17 +495,24 @@ fn count_with<K: NgramKey>(
     for (r, &(a, b)) in ref_bounds.iter().enumerate() {
         for_each_ngram::<K>(&ref_ids[a..b], mo, |_, key| table.insert_ref(key, r as u32));
     }
+    let mut correct = [0i64; MAX_ORDER];
+    let mut total = [0i64; MAX_ORDER];
     for_each_ngram::<K>(hyp_ids, mo, |n, key| {
-        out[2 + mo + n] += 1;
+        total[n] += 1;
         if table.take(key) {
-            out[2 + n] += 1;
+            correct[n] += 1;
         }
     });
+    for n in 0..mo {
+        out[2 + n] = correct[n];
+        out[2 + mo + n] = total[n];
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tokenize::tokenize_to_string;
 
     fn opts() -> BleuOptions {
         BleuOptions { tokenizer: TokenizerKind::Tok13a, lowercase: false, max_order: 4 }
@@ -488,6 +535,70 @@ mod tests {
         assert_eq!(out[0], 3);
         assert_eq!(out[1], 2); // |3-2| == |3-4|, the shorter wins
         assert_eq!(out[2], 2); // max count of "a" over references is 2
+    }
+
+    /// Plain reference: n-grams as vectors of token strings counted in a HashMap, clipped by the
+    /// max count over references (sacrebleu's definition).
+    fn naive_stats(hyp: &str, refs: &[&str], mo: usize) -> Vec<i64> {
+        use std::collections::HashMap;
+        let toks = |s: &str| tokenize_to_string(s, TokenizerKind::Tok13a, false)
+            .split(' ').filter(|t| !t.is_empty()).map(|t| t.to_string()).collect::<Vec<_>>();
+        let grams = |t: &[String]| {
+            let mut m: HashMap<Vec<String>, i64> = HashMap::new();
+            for n in 1..=mo {
+                for w in t.windows(n) {
+                    *m.entry(w.to_vec()).or_default() += 1;
+                }
+            }
+            m
+        };
+        let h = toks(hyp);
+        let mut ref_max: HashMap<Vec<String>, i64> = HashMap::new();
+        let mut lens = vec![];
+        for r in refs {
+            let t = toks(r);
+            lens.push(t.len() as i64);
+            for (g, c) in grams(&t) {
+                let e = ref_max.entry(g).or_default();
+                *e = (*e).max(c);
+            }
+        }
+        let mut out = vec![0i64; 2 + 2 * mo];
+        out[0] = h.len() as i64;
+        out[1] = closest_ref_len(h.len() as i64, &lens);
+        for (g, c) in grams(&h) {
+            let n = g.len();
+            out[2 + mo + n - 1] += c;
+            out[2 + n - 1] += c.min(*ref_max.get(&g).unwrap_or(&0));
+        }
+        out
+    }
+
+    #[test]
+    fn interning_matches_plain_counting_on_tricky_tokens() {
+        // long tokens sharing their first 8 bytes, tokens differing only by a trailing NUL or in
+        // length, tokens at the very end of the text (short loads), several references
+        let pieces = ["abcdefgh", "abcdefghX", "abcdefghY", "abcdefghXY", "a\u{0}", "a", "ab", "\u{0}",
+                      "zzzzzzzzzzzzzzzzzzzzzz", "zzzzzzzzzzzzzzzzzzzzzy", "é", "éé", "日本語テキスト"];
+        let mut seed = 12345u64;
+        fn next(seed: &mut u64) -> usize {
+            *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (*seed >> 33) as usize
+        }
+        fn text(seed: &mut u64, pieces: &[&str]) -> String {
+            let k = next(seed) % 30;
+            (0..k).map(|_| pieces[next(seed) % pieces.len()]).collect::<Vec<_>>().join(" ")
+        }
+        let mut s = SegmentScratch::default();
+        let mut out = [0i64; NUM_STATS];
+        for _ in 0..400 {
+            let hyp = text(&mut seed, &pieces);
+            let refs: Vec<String> = (0..1 + next(&mut seed) % 3).map(|_| text(&mut seed, &pieces)).collect();
+            let ref_opts: Vec<Option<&str>> = refs.iter().map(|r| Some(r.as_str())).collect();
+            segment_stats(&hyp, &ref_opts, &opts(), &mut s, &mut out);
+            let r: Vec<&str> = refs.iter().map(|r| r.as_str()).collect();
+            assert_eq!(out.to_vec(), naive_stats(&hyp, &r, 4), "hyp {hyp:?} refs {refs:?}");
+        }
     }
 
     #[test]

@@ -221,15 +221,17 @@ const fn class13a_table() -> [bool; 256] {
     }
     t
 }
-static CLASS_13A: [bool; 256] = class13a_table();
+/// Symbols that pass 1 pads with spaces: the class without the space itself.
+const fn pad13a_table() -> [bool; 256] {
+    let mut t = class13a_table();
+    t[b' ' as usize] = false;
+    t
+}
+static PAD_13A: [bool; 256] = pad13a_table();
 
 #[inline]
 fn is_digit(b: u8) -> bool {
     b.is_ascii_digit()
-}
-#[inline]
-fn is_dot_comma(b: u8) -> bool {
-    b == b'.' || b == b','
 }
 
 /// Tokenizes `line` (already lowercased/rstripped) like sacrebleu's Tokenizer13a, into `out`.
@@ -238,65 +240,77 @@ fn is_dot_comma(b: u8) -> bool {
 pub fn tok13a_into(line: &str, out: &mut Vec<u8>, tmp: &mut Vec<u8>) {
     let mut buf = std::mem::take(out);
     buf.clear();
-    buf.extend_from_slice(line.as_bytes());
-    if buf.contains(&b'<') {
-        replace_all(&mut buf, tmp, b"<skipped>", b"");
-    }
-    if buf.contains(&b'\n') {
-        replace_all(&mut buf, tmp, b"-\n", b"");
-        for b in buf.iter_mut() {
-            if *b == b'\n' {
-                *b = b' ';
+    let raw = line.as_bytes();
+    // the rare substitutions work on a copy; most lines go straight to pass 1
+    let needs_copy = memchr::memchr3(b'<', b'\n', b'&', raw).is_some();
+    if needs_copy {
+        buf.extend_from_slice(raw);
+        if memchr::memchr(b'<', &buf).is_some() {
+            replace_all(&mut buf, tmp, b"<skipped>", b"");
+        }
+        if memchr::memchr(b'\n', &buf).is_some() {
+            replace_all(&mut buf, tmp, b"-\n", b"");
+            for b in buf.iter_mut() {
+                if *b == b'\n' {
+                    *b = b' ';
+                }
             }
         }
+        if memchr::memchr(b'&', &buf).is_some() {
+            replace_all(&mut buf, tmp, b"&quot;", b"\"");
+            replace_all(&mut buf, tmp, b"&amp;", b"&");
+            replace_all(&mut buf, tmp, b"&lt;", b"<");
+            replace_all(&mut buf, tmp, b"&gt;", b">");
+        }
     }
-    if buf.contains(&b'&') {
-        replace_all(&mut buf, tmp, b"&quot;", b"\"");
-        replace_all(&mut buf, tmp, b"&amp;", b"&");
-        replace_all(&mut buf, tmp, b"&lt;", b"<");
-        replace_all(&mut buf, tmp, b"&gt;", b">");
-    }
+    let src: &[u8] = if needs_copy { &buf } else { raw };
     // f' {line} ' then pass 1: symbols get spaces around them. A space is in the class too; it
     // stays single here (runs of spaces are equivalent for every later pass and for split()).
+    // Written into a pre-sized buffer (at most 3 bytes per input byte) without per-run copies.
     tmp.clear();
-    tmp.reserve(buf.len() * 2 + 2);
-    tmp.push(b' ');
-    let mut i = 0;
-    while i < buf.len() {
-        let run = buf[i..].iter().position(|&b| CLASS_13A[b as usize]).unwrap_or(buf.len() - i);
-        tmp.extend_from_slice(&buf[i..i + run]);
-        i += run;
-        if i < buf.len() {
-            let b = buf[i];
-            if b == b' ' {
-                tmp.push(b' ');
+    tmp.resize(src.len() * 3 + 2, 0);
+    let mut j = 1;
+    tmp[0] = b' ';
+    {
+        let o = &mut tmp[..];
+        for &b in src {
+            if PAD_13A[b as usize] {
+                o[j] = b' ';
+                o[j + 1] = b;
+                o[j + 2] = b' ';
+                j += 3;
             } else {
-                tmp.extend_from_slice(&[b' ', b, b' ']);
+                o[j] = b;
+                j += 1;
             }
-            i += 1;
         }
+        o[j] = b' ';
     }
-    tmp.push(b' ');
+    tmp.truncate(j + 1);
     // pass 2: ([^0-9])([\.,]) -> \1 \2 ␠ ; candidates found from the second element
     buf.clear();
     let s = &tmp[..];
     let mut i = 0;
-    while i < s.len() {
-        let j = match s[i + 1.min(s.len() - i)..].iter().position(|&b| is_dot_comma(b)) {
-            Some(p) => i + 1 + p,
-            None => {
-                buf.extend_from_slice(&s[i..]);
-                break;
+    if memchr::memchr2(b'.', b',', s).is_none() {
+        buf.extend_from_slice(s);
+    } else {
+        while i < s.len() {
+            let j = match memchr::memchr2(b'.', b',', &s[i + 1.min(s.len() - i)..]) {
+                Some(p) => i + 1 + p,
+                None => {
+                    buf.extend_from_slice(&s[i..]);
+                    break;
+                }
+            };
+            let k = j - 1;
+            if !is_digit(s[k]) {
+                buf.extend_from_slice(&s[i..k]);
+                buf.extend_from_slice(&[s[k], b' ', s[j], b' ']);
+                i = j + 1;
+            } else {
+                buf.extend_from_slice(&s[i..j]);
+                i = j;
             }
-        };
-        let k = j - 1;
-        if !is_digit(s[k]) {
-            buf.extend_from_slice(&s[i..k]);
-            buf.extend_from_slice(&[s[k], b' ', s[j], b' ']);
-            i = j + 1;
-        } else {
-            buf.extend_from_slice(&s[i..j]);
-            i = j;
         }
     }
     // pass 3: ([\.,])([^0-9]) -> ␠\1 \2 ; candidates found from the first element
@@ -304,7 +318,7 @@ pub fn tok13a_into(line: &str, out: &mut Vec<u8>, tmp: &mut Vec<u8>) {
     let s = &buf[..];
     let mut i = 0;
     while i < s.len() {
-        let k = match s[i..].iter().position(|&b| is_dot_comma(b)) {
+        let k = match memchr::memchr2(b'.', b',', &s[i..]) {
             Some(p) if i + p + 1 < s.len() => i + p,
             _ => {
                 tmp.extend_from_slice(&s[i..]);
@@ -321,11 +335,16 @@ pub fn tok13a_into(line: &str, out: &mut Vec<u8>, tmp: &mut Vec<u8>) {
         }
     }
     // pass 4: ([0-9])(-) -> \1 \2 ␠
-    buf.clear();
     let s = &tmp[..];
+    if memchr::memchr(b'-', s).is_none() {
+        std::mem::swap(&mut buf, tmp);
+        *out = buf;
+        return;
+    }
+    buf.clear();
     let mut i = 0;
     while i < s.len() {
-        let j = match s[i + 1.min(s.len() - i)..].iter().position(|&b| b == b'-') {
+        let j = match memchr::memchr(b'-', &s[i + 1.min(s.len() - i)..]) {
             Some(p) => i + 1 + p,
             None => {
                 buf.extend_from_slice(&s[i..]);
