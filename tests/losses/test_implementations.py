@@ -184,5 +184,5 @@ def test_compiled_chunked_matches_reference_with_padding_noise_and_ce():
 def test_auto_picks_chunked_on_cpu_and_matches():
     inputs, labels, _ = _inputs(seed=8, dtype=torch.float32)
     kw = dict(objective="symmetric_kl", labels=labels)
-    auto = _run("hidden", "auto", inputs, {**kw, "compile": False} if False else kw)
+    auto = _run("hidden", "auto", inputs, kw)
     _assert_close(auto, _reference("hidden", inputs, kw), False)
