@@ -106,6 +106,11 @@ class GridSpec:
 class StudyConfig:
     name: str = "synthetic-mini"
     jobs: int = 1  # units run in parallel (processes on this machine)
+    # GPUs the units may use (CUDA_VISIBLE_DEVICES ids). Empty: every GPU `nvidia-smi -L` lists (none
+    # on a CPU machine). A model unit holds one GPU (a torchrun unit nproc_per_node GPUs) while it runs.
+    devices: tuple[str, ...] = ()
+    # Processes per training unit: > 1 runs each SFT/KD unit under torchrun (DDP), one GPU each.
+    nproc_per_node: int = 1
     task: TaskSpec = field(default_factory=TaskSpec)
     models: ModelsSpec = field(default_factory=ModelsSpec)
     grid: GridSpec = field(default_factory=GridSpec)
@@ -118,6 +123,9 @@ class StudyConfig:
     def __post_init__(self):
         if self.jobs < 1:
             raise KdlensError("jobs must be >= 1")
+        if self.nproc_per_node < 1:
+            raise KdlensError("nproc_per_node must be >= 1")
+        object.__setattr__(self, "devices", tuple(str(d) for d in self.devices))
         students = set(self.models.students)
         missing = [s for s in self.grid.ablation_students if s not in students]
         if missing:

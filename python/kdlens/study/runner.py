@@ -92,9 +92,35 @@ PRELOAD = ["torch", "transformers", "transformers.models.qwen2.modeling_qwen2", 
            "kdlens.study.actions", "kdlens.train", "kdlens.evaluate"]
 
 
-def _run_forked(study_dir: str, unit_id: str, log_path: str, threads: int) -> None:
+# Units that load a model and so hold a device while they run.
+MODEL_UNITS = ("base", "sft", "kd", "eval")
+
+
+def visible_gpus(cfg: StudyConfig) -> list[str]:
+    """The GPU ids units may use: the config's ``devices``, else every GPU nvidia-smi lists."""
+    if cfg.devices:
+        return list(cfg.devices)
+    try:  # not torch.cuda: initialising CUDA here would break the forked unit processes
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
+
+
+def _devices_needed(unit: Unit, cfg: StudyConfig, gpus: list[str]) -> int:
+    if not gpus or unit.kind not in MODEL_UNITS:
+        return 0
+    nproc = cfg.nproc_per_node if unit.kind in ("sft", "kd") else 1
+    if nproc > len(gpus):
+        raise KdlensError(f"nproc_per_node = {nproc} but only {len(gpus)} GPU(s) are available")
+    return nproc
+
+
+def _run_forked(study_dir: str, unit_id: str, log_path: str, threads: int, gpus: str | None) -> None:
     """Body of a unit process forked from the fork server: log to the unit's file, run the unit."""
     _die_with_parent()
+    if gpus is not None:  # before anything initialises CUDA in this process
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)
@@ -111,12 +137,17 @@ def _run_forked(study_dir: str, unit_id: str, log_path: str, threads: int) -> No
 class _UnitProcess:
     """A running unit: a forked process, or a torchrun subprocess for multi-process training."""
 
-    def __init__(self, study_dir: Path, unit: Unit, cfg: StudyConfig, threads: int, env: dict, mp_ctx):
+    def __init__(self, study_dir: Path, unit: Unit, cfg: StudyConfig, threads: int, env: dict, mp_ctx,
+                 gpus: list[str]):
         log_path = unit_dir(study_dir, unit.id) / "log.txt"
-        nproc = int(cfg.train.get("nproc_per_node", 1)) if unit.kind in ("sft", "kd") else 1
+        nproc = cfg.nproc_per_node if unit.kind in ("sft", "kd") else 1
         self.started = time.perf_counter()
+        self.gpus = gpus
+        visible = ",".join(gpus) if gpus else None
         if nproc > 1:
             self._log = open(log_path, "ab")
+            if visible is not None:
+                env = dict(env, CUDA_VISIBLE_DEVICES=visible)
             cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                    f"--nproc-per-node={nproc}", "-m", "kdlens.study.worker", str(study_dir), unit.id]
             self._popen = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env,
@@ -126,7 +157,7 @@ class _UnitProcess:
             self._log = None
             self._popen = None
             self._proc = mp_ctx.Process(target=_run_forked, name=unit.id,
-                                        args=(str(study_dir), unit.id, str(log_path), threads))
+                                        args=(str(study_dir), unit.id, str(log_path), threads, visible))
             self._proc.start()
 
     def poll(self) -> int | None:
@@ -168,6 +199,8 @@ def run_study(
     jobs = jobs or cfg.jobs
     cores = os.cpu_count() or 1
     threads = max(1, cores // jobs)
+    free_gpus = visible_gpus(cfg)
+    need = {u.id: _devices_needed(u, cfg, free_gpus) for u in plan.units}
 
     units = plan.by_id()
     outcome = StudyOutcome(study_dir)
@@ -199,11 +232,15 @@ def run_study(
                     outcome.blocked.append(u.id)
                     say(f"[blocked] {u.label}: a unit it needs failed")
             ready = [u for u in pending if all(d in finished for d in u.deps)]
-            while ready and len(running) < jobs:
-                u = ready.pop(0)
+            for u in ready:
+                if len(running) >= jobs:
+                    break
+                if need[u.id] > len(free_gpus):
+                    continue  # waits for a device; a unit that needs none may go first
                 pending.remove(u)
+                held, free_gpus = free_gpus[:need[u.id]], free_gpus[need[u.id]:]
                 unit_dir(study_dir, u.id).mkdir(parents=True, exist_ok=True)
-                running[u.id] = _UnitProcess(study_dir, u, cfg, threads, env, mp_ctx)
+                running[u.id] = _UnitProcess(study_dir, u, cfg, threads, env, mp_ctx, held)
             if not running:
                 if pending:  # nothing can run: only blocked work is left (handled above)
                     continue
@@ -215,6 +252,7 @@ def run_study(
                     continue
                 proc.close()
                 del running[uid]
+                free_gpus = sorted(free_gpus + proc.gpus, key=lambda g: (len(g), g))
                 u = units[uid]
                 took = time.perf_counter() - proc.started
                 if rc == 0 and unit_result(study_dir, uid) is not None:

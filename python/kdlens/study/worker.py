@@ -26,9 +26,11 @@ def run_unit(study_dir: Path, unit_id: str) -> dict:
     cfg = study_config_from_dict(plan.config, "plan.json")
     ctx = UnitContext(Path(study_dir), unit, cfg, plan)
     ctx.dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.time()
     result = ACTIONS[unit.kind](ctx)
-    record = {**unit.to_dict(), "elapsed_s": round(time.perf_counter() - t0, 3), "result": result}
+    record = {**unit.to_dict(), "elapsed_s": round(time.perf_counter() - t0, 3),
+              "started_unix": round(started, 3), "ended_unix": round(time.time(), 3),
+              "devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "result": result}
     if int(os.environ.get("RANK", "0")) == 0:
         write_json_atomic(unit_dir(study_dir, unit_id) / UNIT_DONE, record)
     return record
