@@ -345,39 +345,24 @@ impl<K: NgramKey> CountTable<K> {
         }
     }
 
-    /// true when the reference still has an unmatched copy of `key` (and consumes it)
+    /// Matches one hypothesis copy of `key`: Some(true) when a reference copy was left (and is now
+    /// consumed), Some(false) when all were used, None when no reference has the n-gram at all.
     #[inline]
-    fn take(&mut self, key: K) -> bool {
+    fn take(&mut self, key: K) -> Option<bool> {
         let mut pos = (key.hash() as usize) & self.mask;
         loop {
             let slot = &mut self.slots[pos];
             if slot.epoch != self.epoch {
-                return false;
+                return None;
             }
             if slot.key == key {
                 if slot.avail > 0 {
                     slot.avail -= 1;
-                    return true;
+                    return Some(true);
                 }
-                return false;
+                return Some(false);
             }
             pos = (pos + 1) & self.mask;
-        }
-    }
-}
-
-#[inline]
-fn for_each_ngram<K: NgramKey>(ids: &[u32], max_order: usize, mut f: impl FnMut(usize, K)) {
-    // n-grams of order n starting at i, keys built incrementally; order index n-1 passed to f
-    for i in 0..ids.len() {
-        let mut key = K::from_id(ids[i]);
-        f(0, key);
-        for n in 1..max_order {
-            if i + n >= ids.len() {
-                break;
-            }
-            key = key.push(ids[i + n]);
-            f(n, key);
         }
     }
 }
@@ -451,6 +436,7 @@ pub fn segment_stats(
     s.hyp_ids.clear();
     s.ref_ids.clear();
     s.ref_bounds.clear();
+    let hyp_distinct;
     {
         // texts[0] = hyp, texts[1..] = refs (a small fixed array for the usual 1-4 references)
         let mut small: [&Tokens; 5] = [&s.hyp; 5];
@@ -466,6 +452,7 @@ pub fn segment_stats(
             &big
         };
         s.interner.intern_all(texts, 0, &mut s.hyp_ids);
+        hyp_distinct = s.interner.keys.len() as u32;
         for t in 1..=nrefs {
             let a = s.ref_ids.len();
             s.interner.intern_all(texts, t, &mut s.ref_ids);
@@ -475,15 +462,17 @@ pub fn segment_stats(
     let ref_ngrams: usize = s.ref_lens.iter().map(|&l| (l as usize) * mo).sum();
     let distinct = s.interner.keys.len();
     if distinct < (1usize << 16) - 1 {
-        count_with::<u64>(&mut s.table64, &s.hyp_ids, &s.ref_ids, &s.ref_bounds, ref_ngrams, mo, out);
+        count_with::<u64>(&mut s.table64, &s.hyp_ids, hyp_distinct, &s.ref_ids, &s.ref_bounds, ref_ngrams, mo, out);
     } else {
-        count_with::<u128>(&mut s.table128, &s.hyp_ids, &s.ref_ids, &s.ref_bounds, ref_ngrams, mo, out);
+        count_with::<u128>(&mut s.table128, &s.hyp_ids, hyp_distinct, &s.ref_ids, &s.ref_bounds, ref_ngrams, mo, out);
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn count_with<K: NgramKey>(
     table: &mut CountTable<K>,
     hyp_ids: &[u32],
+    hyp_distinct: u32,
     ref_ids: &[u32],
     ref_bounds: &[(usize, usize)],
     ref_ngrams: usize,
@@ -492,17 +481,48 @@ fn count_with<K: NgramKey>(
 ) {
     debug_assert!(K::BITS as usize * mo <= std::mem::size_of::<K>() * 8);
     table.reset(ref_ngrams.max(1));
+    // Ids 1..=hyp_distinct are the hypothesis's tokens (it is interned first): a reference n-gram
+    // holding any other token can never match, so it (and every longer one through it) is skipped.
     for (r, &(a, b)) in ref_bounds.iter().enumerate() {
-        for_each_ngram::<K>(&ref_ids[a..b], mo, |_, key| table.insert_ref(key, r as u32));
+        let ids = &ref_ids[a..b];
+        for i in 0..ids.len() {
+            if ids[i] > hyp_distinct {
+                continue;
+            }
+            let mut key = K::from_id(ids[i]);
+            table.insert_ref(key, r as u32);
+            for n in 1..mo.min(ids.len() - i) {
+                let id = ids[i + n];
+                if id > hyp_distinct {
+                    break;
+                }
+                key = key.push(id);
+                table.insert_ref(key, r as u32);
+            }
+        }
     }
     let mut correct = [0i64; MAX_ORDER];
     let mut total = [0i64; MAX_ORDER];
-    for_each_ngram::<K>(hyp_ids, mo, |n, key| {
-        total[n] += 1;
-        if table.take(key) {
-            correct[n] += 1;
+    // An n-gram no reference has cannot be extended into one a reference has (a reference holding
+    // the longer n-gram holds its prefix), so the longer ones at that position skip the lookup.
+    let len = hyp_ids.len();
+    for i in 0..len {
+        let mut key = K::from_id(hyp_ids[i]);
+        let mut present = true;
+        for n in 0..mo.min(len - i) {
+            if n > 0 {
+                key = key.push(hyp_ids[i + n]);
+            }
+            total[n] += 1;
+            if present {
+                match table.take(key) {
+                    Some(true) => correct[n] += 1,
+                    Some(false) => {}
+                    None => present = false,
+                }
+            }
         }
-    });
+    }
     for n in 0..mo {
         out[2 + n] = correct[n];
         out[2 + mo + n] = total[n];
