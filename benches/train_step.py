@@ -1,16 +1,27 @@
 """Benchmark: tokens/s and peak memory of one KD training step (tiny Qwen2 teacher -> student, CPU).
 
-Compares the student forward eager vs torch.compile'd, and the KD loss through kdlens.losses'
-chunked hidden-state path vs the naive full-logits path (``loss_implementation="logits"``). Each
-configuration runs in its own subprocess so that its peak RSS (ru_maxrss) is its own. Rows go to
-benches/results/train_step.csv via benches/_record.py.
+Compares the training step eager vs torch.compile'd (student forward+backward, teacher forward and
+the loss's element-wise step), and the KD loss through kdlens.losses' chunked hidden-state path vs
+the naive full-logits path (``loss_implementation="logits"``). Student and teacher are built with a
+logit width of ``--vocab`` (the synthetic tokenizer itself has a few hundred tokens; the extra rows
+are never targets, like Qwen's padded vocabulary), so the loss really works on V columns.
+
+Two measurements, rows to benches/results/train_step.csv via benches/_record.py:
+- ``kind=throughput``: ONE process holds the four configurations (eager/compiled x chunked/logits),
+  warms each up (compiles), then times ``--rounds`` interleaved rounds of ``--steps`` optimizer
+  steps on the same batches, rotating the order each round; the row has the median, min and max
+  tokens/s over rounds. Interleaving makes A/B fair on a machine whose load changes.
+- ``kind=memory``: each loss path (eager) in its own process at ``--vocab`` and ``--memory-vocab``;
+  ``step_rss_mb`` = peak RSS during the steps minus RSS before them (what the step itself adds).
+Every row carries the 1-minute load average before and after (``load1_start``/``load1_end``).
 
 Re-run on a quiet machine (one command):
     OMP_WAIT_POLICY=PASSIVE python benches/train_step.py --steps 20 --vocab 4096
 
 GPU (not run here; no GPU on the CPU machines): the same script with ``--device cuda`` times the
 Triton loss (``auto``) against ``logits``; peak memory then comes from torch.cuda.max_memory_allocated.
-For the 0.5B-scale KD step described in issue 4, pass --student/--teacher folders of Qwen2 configs.
+For the 0.5B-scale KD step described in issue 4, pass --student/--teacher tiny names or edit
+``_models`` to load Qwen2 config folders.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,86 +41,166 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "python"))
 
+CONFIGS = [(False, "chunked"), (False, "logits"), (True, "chunked"), (True, "logits")]
 
-def one(args) -> dict:
-    import torch
 
+def _rss_mb() -> float:
+    """Current resident set size (MB) from /proc (ru_maxrss is the peak, not the current value)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _setup(args, vocab: int) -> tuple[Path, dict]:
+    """Task, tokenizer, student and teacher folders (logit width ``vocab``); returns the TrainConfig kwargs."""
     from kdlens.data.synthetic import make_task, write_task
     from kdlens.models import load_tokenizer, make_tiny_model
+
+    work = Path(tempfile.mkdtemp(prefix="kdlens-bench-"))
+    write_task(work / "task", make_task(0, 400, 10), vocab_size=512)
+    tok = load_tokenizer(work / "task" / "tokenizer")
+    width = max(vocab, len(tok))
+    for name, role, seed in ((args.teacher, "teacher", 1), (args.student, "student", 2)):
+        model = make_tiny_model(name, vocab_size=width, seed=seed)  # EOS 0 / PAD 1, as the tokenizer
+        model.config.eos_token_id, model.config.pad_token_id = tok.eos_token_id, tok.pad_token_id
+        model.save_pretrained(work / role)
+        tok.save_pretrained(work / role)
+    kw = dict(data=str(work / "task" / "train.json"), tokenizer=str(work / "task" / "tokenizer"),
+              student=str(work / "student"), lora=False, mode="kd", teacher=str(work / "teacher"),
+              objective="forward_kl", temperature=2.0, micro_batch_size=args.batch, grad_accum=1,
+              max_length=128, val_size=8, device=args.device, progress=False)
+    return work, kw
+
+
+def _trainer(work: Path, kw: dict, compile_: bool, loss: str):
     from kdlens.train import TrainConfig, Trainer
 
-    torch.set_num_threads(args.threads)
-    work = Path(tempfile.mkdtemp(prefix="kdlens-bench-"))
-    write_task(work / "task", make_task(0, 400, 10), vocab_size=args.vocab)
-    tok = load_tokenizer(work / "task" / "tokenizer")
-    make_tiny_model(args.teacher, tok, seed=1).save_pretrained(work / "teacher")
-    tok.save_pretrained(work / "teacher")
-    cfg = TrainConfig(out_dir=str(work / "run"), data=str(work / "task" / "train.json"),
-                      tokenizer=str(work / "task" / "tokenizer"), student=f"tiny:{args.student}", lora=False,
-                      mode="kd", teacher=str(work / "teacher"), objective="forward_kl", temperature=2.0,
-                      micro_batch_size=args.batch, grad_accum=1, max_length=128, val_size=8,
-                      compile=args.compile, loss_implementation=args.loss, device=args.device, progress=False)
-    trainer = Trainer(cfg)
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    for step in range(1, args.warmup + 1):  # compile + allocator warm-up
-        trainer.compute_step(step)
-        trainer.optimizer.zero_grad(set_to_none=True)
-    if args.device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+    out = work / f"run-{int(compile_)}-{loss}"
+    return Trainer(TrainConfig(out_dir=str(out), compile=compile_, loss_implementation=loss, **kw))
+
+
+def _steps(trainer, first: int, n: int, sync) -> tuple[int, float]:
     tokens, t0 = 0, time.perf_counter()
-    for step in range(args.warmup + 1, args.warmup + args.steps + 1):
+    for step in range(first, first + n):
         stats = trainer.compute_step(step)
         trainer.optimizer.step()
         trainer.optimizer.zero_grad(set_to_none=True)
         tokens += stats["tokens"]
+    sync()
+    return tokens, time.perf_counter() - t0
+
+
+def interleaved(args) -> list[dict]:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    work, kw = _setup(args, args.vocab)
+    configs = CONFIGS if not args.device.startswith("cuda") else [(c, "auto" if l == "chunked" else l)
+                                                                  for c, l in CONFIGS]
+    trainers = {c: _trainer(work, kw, *c) for c in configs}
+    for c, tr in trainers.items():  # compile + allocator warm-up on the measured batches' shapes
+        _steps(tr, 1, args.warmup, sync)
+    rates: dict = {c: [] for c in configs}
+    first = args.warmup + 1
+    for r in range(args.rounds):
+        order = configs[r % len(configs):] + configs[:r % len(configs)]
+        for c in order:
+            tokens, dt = _steps(trainers[c], first, args.steps, sync)
+            rates[c].append(tokens / dt)
+        first += args.steps
+    rows = []
+    for (compile_, loss), rs in rates.items():
+        rows.append({"compile": compile_, "loss": loss, "tokens_per_s": round(statistics.median(rs), 1),
+                     "tokens_per_s_min": round(min(rs), 1), "tokens_per_s_max": round(max(rs), 1),
+                     "rounds": args.rounds})
+    return rows
+
+
+def memory_one(args) -> dict:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    work, kw = _setup(args, args.vocab)
+    trainer = _trainer(work, kw, False, args.loss)
+    _steps(trainer, 1, 1, sync)  # first-touch allocations of the optimizer state
     if args.device.startswith("cuda"):
-        torch.cuda.synchronize()
-    dt = time.perf_counter() - t0
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if args.device.startswith("cuda")
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return {"bench": "kd_train_step", "student": args.student, "teacher": args.teacher, "vocab": args.vocab,
-            "batch": args.batch, "compile": args.compile, "loss": args.loss, "threads": args.threads,
-            "steps": args.steps, "tokens_per_s": round(tokens / dt, 1), "s_per_step": round(dt / args.steps, 4),
-            "peak_mb": round(peak, 1), "rss_growth_mb": round((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024, 1)}
+        torch.cuda.reset_peak_memory_stats()
+    before = _rss_mb()
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    _steps(trainer, 2, args.steps, sync)
+    if args.device.startswith("cuda"):
+        return {"step_peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"step_rss_mb": round(peak - before, 1) if peak > peak_before else 0.0, "peak_rss_mb": round(peak, 1)}
+
+
+def _load1() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def _child(args, *extra: str) -> dict | list:
+    # the extra arguments come last, so they override the common ones (argparse keeps the last value)
+    cmd = [sys.executable, __file__,
+           *[f"--{k}={v}" for k, v in (("steps", args.steps), ("warmup", args.warmup), ("rounds", args.rounds),
+                                        ("batch", args.batch), ("vocab", args.vocab), ("student", args.student),
+                                        ("teacher", args.teacher), ("threads", args.threads),
+                                        ("device", args.device))], *extra]
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("ROW ")]
+    if out.returncode != 0 or not line:
+        print(out.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(f"benchmark child {extra} failed")
+    return json.loads(line[0][4:])
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=int, default=5, help="optimizer steps per timed round")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
+    p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--vocab", type=int, default=512)
+    p.add_argument("--vocab", type=int, default=512, help="logit width of student and teacher")
+    p.add_argument("--memory-vocab", type=int, default=32000, help="second width of the memory rows (0: none)")
     p.add_argument("--student", default="tiny-s1")
     p.add_argument("--teacher", default="tiny-teacher")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--one", action="store_true", help="(internal) run one configuration and print JSON")
-    p.add_argument("--compile", action="store_true")
-    p.add_argument("--loss", default="chunked")
+    p.add_argument("--internal", choices=("interleaved", "memory"), help=argparse.SUPPRESS)
+    p.add_argument("--loss", default="chunked", help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.one:
-        print("ROW " + json.dumps(one(args)))
+    if args.internal == "interleaved":
+        print("ROW " + json.dumps(interleaved(args)))
+        return
+    if args.internal == "memory":
+        print("ROW " + json.dumps(memory_one(args)))
         return
     from _record import record
 
-    loss_fast = "auto" if args.device.startswith("cuda") else "chunked"
+    common = {"bench": "kd_train_step", "student": args.student, "teacher": args.teacher, "batch": args.batch,
+              "threads": args.threads, "steps": args.steps}
     rows = []
-    for compile_ in (False, True):
-        for loss in (loss_fast, "logits"):
-            cmd = [sys.executable, __file__, "--one", "--loss", loss, *(["--compile"] if compile_ else []),
-                   *[f"--{k}={v}" for k, v in (("steps", args.steps), ("warmup", args.warmup), ("batch", args.batch),
-                                                ("vocab", args.vocab), ("student", args.student),
-                                                ("teacher", args.teacher), ("threads", args.threads),
-                                                ("device", args.device))]]
-            env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-            out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            line = [ln for ln in out.stdout.splitlines() if ln.startswith("ROW ")]
-            if out.returncode != 0 or not line:
-                print(out.stderr[-2000:], file=sys.stderr)
-                raise SystemExit(f"configuration compile={compile_} loss={loss} failed")
-            rows.append(json.loads(line[0][4:]))
-    record("train_step", rows, device=None if not args.device.startswith("cuda") else None)
+    load0 = _load1()
+    for r in _child(args, "--internal=interleaved"):
+        rows.append({**common, "kind": "throughput", "vocab": args.vocab, **r})
+    load1 = _load1()
+    for row in rows:
+        row.update(load1_start=load0, load1_end=load1)
+    fast = "auto" if args.device.startswith("cuda") else "chunked"
+    for vocab in [v for v in (args.vocab, args.memory_vocab) if v]:
+        for loss in (fast, "logits"):
+            l0 = _load1()
+            mem = _child(args, "--internal=memory", f"--loss={loss}", f"--vocab={vocab}",
+                         *(["--steps=3"] if vocab != args.vocab else []))
+            rows.append({**common, "kind": "memory", "vocab": vocab, "compile": False, "loss": loss, **mem,
+                         "load1_start": l0, "load1_end": _load1()})
+    record("train_step", rows)
 
 
 if __name__ == "__main__":

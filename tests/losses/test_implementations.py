@@ -186,3 +186,26 @@ def test_auto_picks_chunked_on_cpu_and_matches():
     kw = dict(objective="symmetric_kl", labels=labels)
     auto = _run("hidden", "auto", inputs, kw)
     _assert_close(auto, _reference("hidden", inputs, kw), False)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_compiled_chunked_compiles_once_for_every_row_count(form):
+    """A batch's number of positions changes every step; the compiled element-wise step must not
+    recompile for each (it did, and fell back to eager after torch's recompile limit: 5x slower)."""
+    import torch._dynamo
+
+    kw = dict(objective="forward_kl", temperature=2.0, scale_by_t2=True, reduction="token_mean")
+
+    def inputs(b, s, seed):
+        g = torch.Generator().manual_seed(seed)
+        x_s, x_t = torch.randn(b, s, H, generator=g), torch.randn(b, s, H + 4, generator=g)
+        w_s = torch.randn(V, H, generator=g) * 3 / H**0.5
+        w_t = torch.randn(V, H + 4, generator=g) * 3 / (H + 4) ** 0.5
+        return [x_s, w_s, x_t, w_t]
+
+    first = inputs(2, 3, 0)
+    _assert_close(_run(form, "chunked", first, kw, compile=True), _reference(form, first, kw), False)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for b, s in ((3, 5), (4, 7), (2, 2)):  # 15, 28 and 4 rows: one chunk each, three new row counts
+            x = inputs(b, s, b * s)
+            _assert_close(_run(form, "chunked", x, kw, compile=True), _reference(form, x, kw), False)

@@ -22,8 +22,9 @@ micro-batch losses are averaged over the accumulation steps.
 
 Neither loss materialises full logits: the student's final hidden states and lm_head weight go to
 kdlens.losses (fused/chunked) and to a chunked cross-entropy. torch.compile is applied in exactly
-one place, :meth:`Trainer._compile` (the student forward), because that is where the time goes and
-graph breaks elsewhere (generation, Python bookkeeping) would only cost recompiles.
+one place, :meth:`Trainer._compile` (the student forward and the teacher forward, dynamic shapes),
+because that is where the time goes and graph breaks elsewhere (generation, Python bookkeeping)
+would only cost recompiles; the KD loss's element-wise step is compiled inside kdlens.losses.
 """
 
 from __future__ import annotations
@@ -228,10 +229,16 @@ class Trainer:
         return _StudentCore(self.student)
 
     def _compile(self) -> None:
-        """The one place torch.compile is applied: the student forward (hidden states + lm_head)."""
+        """The one place torch.compile is applied: the student forward (hidden states + lm_head, and
+        its backward) and the frozen teacher's forward. Both are compiled with dynamic shapes, so the
+        batch's sequence length (padded to ``pad_to_multiple_of``) does not trigger recompiles; the
+        KD loss compiles its own element-wise step (kdlens.losses.chunked, row count dynamic)."""
         self.core_fn = self.core
+        self.teacher_fn = _StudentCore(self.teacher) if self.teacher is not None else None
         if self.cfg.compile:
             self.core_fn = torch.compile(self.core, dynamic=True)
+            if self.teacher_fn is not None:
+                self.teacher_fn = torch.compile(self.teacher_fn, dynamic=True)
 
     # -------------------------------------------------------------- data order
     def _epoch_order(self, epoch: int) -> np.ndarray:
@@ -322,7 +329,7 @@ class Trainer:
                 ce = ce_sum / n_ce.clamp_min(1) * world
         if w > 0.0:
             with torch.no_grad(), amp:
-                t_hidden, t_weight = _StudentCore(self.teacher)(ids, mask)
+                t_hidden, t_weight = self.teacher_fn(ids, mask)
             seed = _mix_seed(cfg.seed, step, micro, self.dist.rank, 7)
             if paper:
                 if cfg.objective == "jsd":
