@@ -128,7 +128,9 @@ def from_dict(cls: type[C], data: Mapping[str, Any], *, origin: str = "config") 
                if f.name not in kwargs and f.default is _MISSING and f.default_factory is _MISSING]
     if missing:
         raise KdlensError(f"{origin}: missing required key(s) {', '.join(missing)}")
-    return cls(**kwargs)
+    cfg = cls(**kwargs)
+    validate(cfg)  # ranges and choices, also for config classes without a __post_init__ that validates
+    return cfg
 
 
 def to_dict(cfg) -> dict[str, Any]:

@@ -98,14 +98,14 @@ class TrainConfig:
 
     def __post_init__(self):
         validate(self)
+        if self.teacher_adapter and not self.teacher:
+            raise KdlensError("teacher_adapter needs teacher (the base model it was trained on)")
         if self.mode == "kd" and not self.teacher:
             raise KdlensError("mode='kd' needs a teacher (teacher=<model folder or hub id>)")
         if self.mode == "sft" and (self.teacher or self.teacher_adapter):
             raise KdlensError("mode='sft' trains on the data alone; remove teacher/teacher_adapter or use mode='kd'")
         if self.mode == "kd" and self.kd_weight == 0.0:
             raise KdlensError("mode='kd' with kd_weight=0 is SFT; use mode='sft'")
-        if self.teacher_adapter and not self.teacher:
-            raise KdlensError("teacher_adapter needs teacher (the base model it was trained on)")
 
     # ------------------------------------------------------------------ helpers
     @classmethod
