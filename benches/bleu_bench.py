@@ -5,9 +5,10 @@ disagreement rate with sacrebleu (share of pairs with |diff| > 1e-9, and > 0.01,
 scale), kdlens thread scaling (1 vs all cores, measured interleaved), speed ratios against
 sacrebleu's single-process rate and bleuscore's best (1 or all processes), corpus BLEU time and
 extra peak memory, the 1-minute load average at each row, and a note with each competitor's
-settings. Competitors are measured on a sample (they are slow); kdlens on all pairs. Re-run on a quiet machine with:
+settings. Competitors are measured on a sample (they are slow); kdlens on all pairs. Re-run on a
+quiet machine with:
 
-    pip install -e ".[bench]" && python benches/bleu_bench.py --pairs 100000 --sample 5000
+    pip install -e ".[bench]" && python benches/bleu_bench.py --pairs 200000 --sample 5000
 
 Rows go to benches/results/bleu.csv.
 """
