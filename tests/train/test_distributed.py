@@ -1,5 +1,6 @@
-"""Distributed and process-level tests: DDP with gloo (2 processes == 1 process with the same global
-batch), a run killed with SIGKILL that resumes bit-exactly, the compiled path, and the CLI.
+"""Distributed and process-level tests: DDP and FSDP2 with gloo (2 processes == 1 process with the same
+global batch; FSDP2 also stopped and resumed), a run killed with SIGKILL that resumes bit-exactly, the
+compiled path, and the CLI.
 Run: ``python -m pytest tests/train/test_distributed.py -q``."""
 
 import json
@@ -34,25 +35,51 @@ def _args(task_dir, out, *extra):
             "max_length=96", "progress=false", *extra]
 
 
-def test_ddp_two_processes_equal_one_process(task_dir, tmp_path):
-    one = tmp_path / "one"
-    two = tmp_path / "two"
-    subprocess.run([sys.executable, "-m", "kdlens", "train",
-                    *_args(task_dir, one, "micro_batch_size=2", "grad_accum=4")],
-                   check=True, env=_env(), cwd=tmp_path, capture_output=True)
+def _torchrun(tmp_path, *args, port):
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                           "--master_port=29517", "-m", "kdlens", "train",
-                           *_args(task_dir, two, "micro_batch_size=2", "grad_accum=2")],
+                           f"--master_port={port}", "-m", "kdlens", "train", *args],
                           env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    a, b = _weights(one), _weights(two)
+
+
+def _losses(run):
+    return [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+
+
+@pytest.fixture(scope="module")
+def one_process_run(task_dir, tmp_path_factory):
+    """The reference of the distributed tests: one process, global batch 8 = 2 x 4 accumulation."""
+    one = tmp_path_factory.mktemp("dist") / "one"
+    subprocess.run([sys.executable, "-m", "kdlens", "train",
+                    *_args(task_dir, one, "micro_batch_size=2", "grad_accum=4")],
+                   check=True, env=_env(), cwd=one.parent, capture_output=True)
+    return one
+
+
+def _assert_same_run(one, run):
+    a, b = _weights(one), _weights(run)
     assert a.keys() == b.keys()
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6, rtol=1e-5), k
-    la = [json.loads(x)["loss"] for x in (one / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
-    lb = [json.loads(x)["loss"] for x in (two / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
-    assert la == pytest.approx(lb, rel=1e-6)
-    assert json.loads((two / "result.json").read_text())["tokens"] == json.loads((one / "result.json").read_text())["tokens"]
+    assert _losses(run) == pytest.approx(_losses(one), rel=1e-6)
+    assert json.loads((run / "result.json").read_text())["tokens"] == json.loads((one / "result.json").read_text())["tokens"]
+
+
+def test_ddp_two_processes_equal_one_process(task_dir, tmp_path, one_process_run):
+    """Same global batch (8 = 2 processes x 2 x 2 accumulation): DDP with gloo gives the one-process run."""
+    _torchrun(tmp_path, *_args(task_dir, tmp_path / "ddp", "micro_batch_size=2", "grad_accum=2"), port=29517)
+    _assert_same_run(one_process_run, tmp_path / "ddp")
+
+
+def test_fsdp_two_processes_stopped_and_resumed_equal_one_process(task_dir, tmp_path, one_process_run):
+    """FSDP2 (fully_shard, gloo) gives the one-process run; it is stopped after step 2 and resumed, so the
+    sharded checkpoint (gathered weights and optimizer state, re-sharded on load) is exercised too."""
+    fsdp = tmp_path / "fsdp"
+    fsdp_args = _args(task_dir, fsdp, "micro_batch_size=2", "grad_accum=2", "distributed=fsdp")
+    _torchrun(tmp_path, *fsdp_args, "stop_after_steps=2", port=29518)
+    assert not (fsdp / "result.json").exists() and (fsdp / "checkpoints" / "step-2" / "state.json").exists()
+    _torchrun(tmp_path, *fsdp_args, "resume=true", port=29519)
+    _assert_same_run(one_process_run, fsdp)
 
 
 def test_sigkill_mid_run_then_resume_equals_uninterrupted(task_dir, tmp_path):

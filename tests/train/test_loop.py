@@ -187,3 +187,12 @@ def test_bad_input(base_cfg, task_dir, teacher_dir, tmp_path):
         train(base_cfg(task_dir, tmp_path / "e", mode="kd", teacher=str(other)))
     with pytest.raises(KdlensError, match="teacher"):
         base_cfg(task_dir, tmp_path / "f", mode="kd")
+
+
+def test_fsdp_with_on_policy_sampling_is_refused_up_front(base_cfg, task_dir, teacher_dir, tmp_path):
+    from kdlens.train.distributed import DistContext
+
+    cfg = base_cfg(task_dir, tmp_path / "r", mode="kd", teacher=str(teacher_dir), objective="jsd",
+                   onpolicy_lambda=0.5, distributed="fsdp")
+    with pytest.raises(KdlensError, match="onpolicy_lambda.*fsdp|fsdp.*onpolicy_lambda"):
+        Trainer(cfg, DistContext(rank=0, world=1, local_rank=0, device=torch.device("cpu"), kind="fsdp"))

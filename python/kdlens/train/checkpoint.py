@@ -6,6 +6,10 @@ that train: LoRA adapter weights or all weights), ``optimizer.pt``, ``scheduler.
 ``state.json`` (step, best validation CE, the resolved config), written last. The folder is built
 under a temporary name and renamed into place, so a killed run never leaves a half checkpoint under
 a final name; :func:`latest_checkpoint` only returns folders with a ``state.json``.
+
+Under FSDP2 (parameters are DTensor shards) the same files hold the gathered full tensors: weights by
+name, and the optimizer state from ``torch.distributed.checkpoint.state_dict`` (keyed by parameter
+name); resuming re-shards both with ``set_model_state_dict`` / ``set_optimizer_state_dict``.
 """
 
 from __future__ import annotations
@@ -26,8 +30,21 @@ from kdlens.io import write_json_atomic
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
+def is_sharded(model) -> bool:
+    """True when the model's parameters are FSDP2 DTensor shards."""
+    return any(hasattr(p, "full_tensor") for p in model.parameters())
+
+
 def trainable_state(model) -> dict[str, torch.Tensor]:
-    return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+    """The trainable parameters by name, unsharded (under FSDP2 this gathers: call it on every rank)."""
+    return {name: (p.detach().full_tensor() if hasattr(p, "full_tensor") else p.detach())
+            for name, p in model.named_parameters() if p.requires_grad}
+
+
+def _full_options(**kw):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, **kw)
 
 
 def rng_state() -> dict:
@@ -71,10 +88,17 @@ def save_checkpoint(ckpt_root: Path, step: int, *, model, optimizer, scheduler, 
         tmp.mkdir(parents=True)
     barrier()
     torch.save(rng_state(), tmp / f"rng-rank{rank}.pt")
+    sharded = is_sharded(model)
+    weights = trainable_state(model) if sharded or rank == 0 else None  # gathering is collective
+    if sharded:  # FSDP2: the full optimizer state keyed by parameter name (collective, lands on rank 0)
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+        optim_state = get_optimizer_state_dict(model, optimizer, options=_full_options(cpu_offload=True))
+    else:
+        optim_state = optimizer.state_dict() if rank == 0 else None
     if rank == 0:
-        weights = {k: v.contiguous().cpu().clone() for k, v in trainable_state(model).items()}
-        save_file(weights, str(tmp / "trainable.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        save_file({k: v.contiguous().cpu().clone() for k, v in weights.items()}, str(tmp / "trainable.safetensors"))
+        torch.save(optim_state, tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     barrier()
     if rank == 0:
@@ -114,22 +138,48 @@ def load_checkpoint(ckpt: Path, *, model, optimizer, scheduler, rank: int, world
     if missing:
         raise KdlensError(f"{ckpt}: checkpoint weights {missing[:3]} do not exist in the model; "
                           "was it written for a different model or LoRA setting?")
-    with torch.no_grad():
-        for k, v in weights.items():
-            params[k].copy_(v)
-    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=False))
+    optim_state = torch.load(ckpt / "optimizer.pt", weights_only=False)
+    if is_sharded(model):  # FSDP2: every rank reads the full state and keeps its shards
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+        set_model_state_dict(model, weights, options=_full_options(strict=False))
+        set_optimizer_state_dict(model, optimizer, optim_state, options=_full_options())
+    else:
+        with torch.no_grad():
+            for k, v in weights.items():
+                params[k].copy_(v)
+        optimizer.load_state_dict(optim_state)
     scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=False))
     set_rng_state(torch.load(ckpt / f"rng-rank{rank}.pt", weights_only=False))
     return state
 
 
-def save_model_dir(path: Path, model, tokenizer, info: dict) -> None:
-    """save_pretrained the model (or LoRA adapter) and tokenizer into ``path``, atomically."""
+def full_model_state(model) -> dict | None:
+    """Under FSDP2, the model's full state dict (collective: call on every rank; rank 0 gets the tensors,
+    on the CPU); None for an unsharded model (save_pretrained then reads the model itself)."""
+    if not is_sharded(model):
+        return None
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    full = get_model_state_dict(model, options=_full_options(cpu_offload=True))
+    # tied parameters (lm_head = embeddings) come back as separate tensors under each name: keep the
+    # first name only, as save_pretrained does for an unsharded model
+    unique = {n for n, _ in model.named_parameters()}
+    aliases = {n for n, _ in model.named_parameters(remove_duplicate=False)} - unique
+    return {k: v for k, v in full.items() if k not in aliases}
+
+
+def save_model_dir(path: Path, model, tokenizer, info: dict, state_dict: dict | None = None) -> None:
+    """save_pretrained the model (or LoRA adapter) and tokenizer into ``path``, atomically
+    (``state_dict``: the gathered weights of a sharded model, from :func:`full_model_state`)."""
     tmp = path.with_name(f".{path.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    model.save_pretrained(str(tmp))
+    if state_dict is not None:
+        model.save_pretrained(str(tmp), state_dict=state_dict)
+    else:
+        model.save_pretrained(str(tmp))
     tokenizer.save_pretrained(str(tmp))
     write_json_atomic(tmp / "kdlens.json", info)
     _replace_dir(tmp, path)

@@ -5,7 +5,11 @@ on CPU. :class:`DistContext` hides the differences the loop cares about: wrappin
 forward module, ``no_sync`` during gradient accumulation, summing counters over processes, and
 barriers. With ``distributed="fsdp"`` the student's decoder layers and the wrapper are sharded with
 ``torch.distributed.fsdp.fully_shard`` (FSDP2); gradient clipping and checkpoints then operate on
-sharded parameters (DTensors), so only rank 0 writes full weights gathered by ``full_tensor``.
+sharded parameters (DTensors): checkpoints and final/best folders hold gathered full tensors (see
+kdlens.train.checkpoint), validation runs the same number of sharded forwards on every process, and
+on-policy sampling (GKD's generate) is refused, since it would issue different collectives per process.
+The teacher is not sharded (one full copy per process). Tested on CPU with gloo: 2 processes (DDP, and
+FSDP2 stopped + resumed) equal 1 process (tests/train/test_distributed.py).
 """
 
 from __future__ import annotations
@@ -60,8 +64,11 @@ class DistContext:
         return module
 
     def no_sync(self, module):
+        """Skip the gradient reduction of a micro-batch that is not the step's last one."""
         if self.kind == "ddp":
             return module.no_sync()
+        if self.kind == "fsdp":
+            return _fsdp_no_sync(module)
         return contextlib.nullcontext()
 
     def unwrap(self, model):
@@ -70,6 +77,16 @@ class DistContext:
     def close(self) -> None:
         if self.world > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+@contextlib.contextmanager
+def _fsdp_no_sync(module):
+    """FSDP2's no_sync: unsharded gradients accumulate locally, the last micro-batch reduce-scatters."""
+    module.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        module.set_requires_gradient_sync(True)
 
 
 def _pick_device(spec: str, local_rank: int) -> torch.device:

@@ -204,6 +204,12 @@ class Trainer:
             with contextlib.suppress(KdlensError):
                 teacher_tok = load_tokenizer(cfg.teacher)
             align_vocabularies(self.tokenizer, self.student, self.teacher, teacher_tok)
+        if self.dist.kind == "fsdp" and cfg.mode == "kd" and cfg.onpolicy_lambda > 0:
+            raise KdlensError("on-policy sampling (onpolicy_lambda > 0, GKD) is not supported with "
+                              "distributed='fsdp': generation would run different collectives on each process; "
+                              "use distributed=ddp or onpolicy_lambda=0")
+        # wrap first: FSDP2 replaces the parameters by sharded ones, which the optimizer must hold
+        self.core = self.dist.wrap(self._student_core())
         self.trainable = [p for p in self.student.parameters() if p.requires_grad]
         if not self.trainable:
             raise KdlensError("the student has no trainable parameters (check lora_targets)")
@@ -222,7 +228,6 @@ class Trainer:
             return max(0.0, (total - step) / max(1, total - warm))
 
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
-        self.core = self.dist.wrap(self._student_core())
         self._compile()
 
     def _student_core(self) -> torch.nn.Module:
@@ -385,11 +390,22 @@ class Trainer:
         total = torch.zeros(2, dtype=torch.float64)
         mine = self.val_examples[self.dist.rank::self.dist.world]
         bs = max(1, self.cfg.micro_batch_size * 2)
-        for start in range(0, len(mine), bs):
-            batch = collate(mine[start:start + bs], self.tokenizer.pad_token_id)
+        starts = list(range(0, len(mine), bs))
+        forward = _StudentCore(self.student)
+        if self.dist.kind == "fsdp":
+            # sharded forwards are collective: every process runs the same number of batches (extra
+            # ones repeat the first and are not counted), through the FSDP root module
+            forward = self.core
+            n_batches = -(-len(self.val_examples[::self.dist.world]) // bs)
+            starts += [None] * (n_batches - len(starts))
+        for start in starts:
+            batch = collate(mine[start:start + bs] if start is not None else self.val_examples[:1],
+                            self.tokenizer.pad_token_id)
             ids, mask = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
             targets = shifted_labels(batch["labels"]).to(self.device)
-            hidden, weight = _StudentCore(self.student)(ids, mask)
+            hidden, weight = forward(ids, mask)
+            if start is None:
+                continue
             s = chunked_ce_sum(hidden.reshape(-1, hidden.shape[-1]), weight, targets.reshape(-1),
                                self.cfg.loss_chunk_size)
             total += torch.tensor([float(s), float((targets != IGNORE_INDEX).sum())], dtype=torch.float64)
@@ -446,9 +462,10 @@ class Trainer:
             write({"step": step, "val_ce": val})
             if best_val is None or val < best_val:
                 best_val, best_step = val, step
+                full = ckpt_io.full_model_state(self.student)  # FSDP2: gathered on every rank
                 if dist.rank == 0:
                     ckpt_io.save_model_dir(self.out / "best", dist.unwrap(self.student), self.tokenizer,
-                                           {"step": step, "val_ce": val})
+                                           {"step": step, "val_ce": val}, state_dict=full)
             dist.barrier()
             return val
 
@@ -467,6 +484,8 @@ class Trainer:
                              if cfg.max_grad_norm > 0 else
                              torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in self.trainable
                                                                    if p.grad is not None])))
+                if hasattr(grad_norm, "full_tensor"):  # FSDP2: the norm is a replicated DTensor
+                    grad_norm = grad_norm.full_tensor()
                 if not torch.isfinite(grad_norm):
                     raise KdlensError(f"the gradient norm became {float(grad_norm)} at step {step}; training "
                                       f"stopped, the last good checkpoint is kept in {ckpt_root}")
@@ -500,9 +519,10 @@ class Trainer:
                 else:
                     final_val = self.validation_ce()
                 save(self.total_steps)
+                full = ckpt_io.full_model_state(self.student)
                 if dist.rank == 0:
                     ckpt_io.save_model_dir(self.out / "final", dist.unwrap(self.student), self.tokenizer,
-                                           {"step": self.total_steps, "val_ce": final_val})
+                                           {"step": self.total_steps, "val_ce": final_val}, state_dict=full)
                 dist.barrier()
             else:
                 final_val = None
