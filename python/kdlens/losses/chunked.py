@@ -44,38 +44,48 @@ def chunk_loss_and_grad(
     z_t = z_t.float()
     if noise is not None:
         z_t = z_t + noise
-    lq = torch.log_softmax(z_s * inv_t, dim=-1)
-    lp = torch.log_softmax(z_t * inv_t, dim=-1)
+    # Eager mode runs each line as one pass over [c, V] memory, so this body avoids passes and
+    # temporaries: no scaling at T = 1, in-place updates of its own temporaries (never of the inputs),
+    # and the closed form of the forward-KL gradient (h - q c = q - p, as sum p = 1).
+    lq = torch.log_softmax(z_s * inv_t if inv_t != 1.0 else z_s, dim=-1)
+    lp = torch.log_softmax(z_t * inv_t if inv_t != 1.0 else z_t, dim=-1)
     q = lq.exp()
     p = lp.exp()
-    if objective_id == 0:
-        term, h = p * (lp - lq), -p
-    elif objective_id == 1:
-        term = q * (lq - lp)
-        h = term
-    elif objective_id in (2, 4):  # jsd(beta) / skew forward KL(alpha): m = beta p + (1 - beta) q
-        lm = torch.logaddexp(lp + math.log(beta), lq + math.log1p(-beta))
-        if objective_id == 2:
-            term = beta * p * (lp - lm) + (1.0 - beta) * q * (lq - lm)
-            h = (1.0 - beta) * q * (lq - lm)
-        else:
-            term = p * (lp - lm)
-            h = -(1.0 - beta) * torch.exp(lq + lp - lm)
-    elif objective_id == 3:
-        term = 0.5 * (q - p).abs()
-        h = 0.5 * q * torch.sign(q - p)
-    elif objective_id == 5:  # skew reverse KL(alpha): m = alpha q + (1 - alpha) p
-        lm = torch.logaddexp(lq + math.log(beta), lp + math.log1p(-beta))
-        term = q * (lq - lm)
-        h = term - beta * torch.exp(2.0 * lq - lm)
-    else:
-        term = (p - q) * (lp - lq)
-        h = q * (lq - lp) - p
-    row_loss = kd_coef * term.sum(-1)
+    scale = (weight * (kd_coef * inv_t)).unsqueeze(-1)
     grad = None
-    if write_grad:
+    if objective_id == 0:  # forward KL(p || q): sum p (lp - lq); d/dz_s = (q - p) / T
+        row_loss = kd_coef * (lp - lq).mul_(p).sum(-1)
+        if write_grad:
+            grad = q.sub_(p).mul_(scale)
+    elif objective_id == 1:  # reverse KL(q || p): h = q (lq - lp), c = sum h; d/dz_s = (h - q c) / T
+        h = (lq - lp).mul_(q)
         c = h.sum(-1, keepdim=True)
-        grad = (weight * (kd_coef * inv_t)).unsqueeze(-1) * (h - q * c)
+        row_loss = kd_coef * c.squeeze(-1)
+        if write_grad:
+            grad = h.sub_(q.mul_(c)).mul_(scale)
+    else:
+        if objective_id in (2, 4):  # jsd(beta) / skew forward KL(alpha): m = beta p + (1 - beta) q
+            lm = torch.logaddexp(lp + math.log(beta), lq + math.log1p(-beta))
+            if objective_id == 2:
+                term = beta * p * (lp - lm) + (1.0 - beta) * q * (lq - lm)
+                h = (1.0 - beta) * q * (lq - lm)
+            else:
+                term = p * (lp - lm)
+                h = -(1.0 - beta) * torch.exp(lq + lp - lm)
+        elif objective_id == 3:
+            term = 0.5 * (q - p).abs()
+            h = 0.5 * q * torch.sign(q - p)
+        elif objective_id == 5:  # skew reverse KL(alpha): m = alpha q + (1 - alpha) p
+            lm = torch.logaddexp(lq + math.log(beta), lp + math.log1p(-beta))
+            term = q * (lq - lm)
+            h = term - beta * torch.exp(2.0 * lq - lm)
+        else:
+            term = (p - q) * (lp - lq)
+            h = q * (lq - lp) - p
+        row_loss = kd_coef * term.sum(-1)
+        if write_grad:
+            c = h.sum(-1, keepdim=True)
+            grad = (h - q * c).mul_(scale)
     if ce_coef != 0.0:
         log_soft = torch.log_softmax(z_s, dim=-1)
         safe = labels.clamp_min(0)
