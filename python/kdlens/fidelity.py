@@ -186,6 +186,7 @@ KEY_PARTITION_ROWS = 250_000  # (task, id, row) keys per partition in the key pa
 PARTITION_BYTES = 64 << 20  # text bytes (teacher + student) per partition when reordering
 RUN_CHUNK_ROWS = 4096  # scored rows per IPC batch of a partition's run (the merge reads one at a time)
 ROW = "__kdlens_row"  # teacher row number carried through the reorder pass
+MAX_SPLIT_LEVELS = 3  # a reorder partition over 2x PARTITION_BYTES is split again, this deep at most
 
 
 def _row_bound(path: Path) -> int:
@@ -211,13 +212,14 @@ def _text_bytes(path: Path) -> int:
     return sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups))
 
 
-def _partition_ids(table, parts: int) -> np.ndarray:
+def _partition_ids(table, parts: int, level: int = 0) -> np.ndarray:
+    """Partition of each row by a hash of (task, id); each split level hashes with its own seed."""
     import polars as pl
 
     if parts == 1:
         return np.zeros(table.num_rows, dtype=np.int64)
     keys = pl.from_arrow(table.select(list(KEY)))
-    h = keys.select(pl.struct(list(KEY)).hash(seed=20240501)).to_series().to_numpy()
+    h = keys.select(pl.struct(list(KEY)).hash(seed=20240501 + level)).to_series().to_numpy()
     return (h % np.uint64(parts)).astype(np.int64)
 
 
@@ -229,6 +231,7 @@ class _PartitionWriter:
 
         self.paths = [folder / f"{name}-{p:05d}.arrow" for p in range(parts)]
         self.writers: list = [None] * parts
+        self.bytes = [0] * parts  # in-memory (decoded) size of the rows written to each partition
         self.options = pa.ipc.IpcWriteOptions(compression="lz4" if compress else None)
 
     def write(self, table, part_ids: np.ndarray) -> None:
@@ -242,13 +245,25 @@ class _PartitionWriter:
             if c:
                 if self.writers[p] is None:
                     self.writers[p] = pa.ipc.new_stream(self.paths[p], table.schema, options=self.options)
-                self.writers[p].write_table(table.slice(start, c))
+                part = table.slice(start, c)
+                self.bytes[p] += part.nbytes
+                self.writers[p].write_table(part)
             start += c
 
     def close(self) -> None:
         for w in self.writers:
             if w is not None:
                 w.close()
+
+    def batches(self, p: int) -> Iterator:
+        """The partition's rows as tables, one stored batch at a time."""
+        import pyarrow as pa
+
+        if self.writers[p] is None:
+            return
+        with pa.ipc.open_stream(self.paths[p]) as reader:
+            for batch in reader:
+                yield pa.Table.from_batches([batch])
 
     def read(self, p: int, schema):
         import pyarrow as pa
@@ -349,9 +364,11 @@ def _reordered_batches(t_side: _Side, s_side: _Side, tmpdir: Path, rows: int, to
                        with_gold: bool) -> Iterator:
     """Scored pair tables in teacher row order, for files that list their keys in different orders.
 
-    Both files are hash-partitioned to disk with their texts; each partition is joined and scored
-    on its own and written as a run sorted by teacher row; the runs are then merged by teacher row
-    into tables of ``rows`` rows (the same batches the aligned path yields).
+    Both files are hash-partitioned to disk with their texts (the partition count comes from the
+    files' estimated size; a partition that turns out over twice PARTITION_BYTES is split again on
+    disk before it is loaded); each partition is joined and scored on its own and written as a run
+    sorted by teacher row; the runs are then merged by teacher row into tables of ``rows`` rows
+    (the same batches the aligned path yields).
     """
     import polars as pl
     import pyarrow as pa
@@ -369,14 +386,33 @@ def _reordered_batches(t_side: _Side, s_side: _Side, tmpdir: Path, rows: int, to
     t_schema = pa.schema([(c, pa.large_string()) for c in t_side.columns] + [(ROW, pa.int64())])
     s_schema = pa.schema([(c, pa.large_string()) for c in s_side.columns] + [(ROW, pa.int64())])
     run_paths = []
-    for p in range(parts):
-        t = pl.from_arrow(writers["teacher"].read(p, t_schema))
-        s = pl.from_arrow(writers["student"].read(p, s_schema)).drop(ROW)
-        writers["teacher"].paths[p].unlink(missing_ok=True)
-        writers["student"].paths[p].unlink(missing_ok=True)
+
+    def score_partition(t_w, s_w, p: int, level: int) -> None:
+        size = t_w.bytes[p] + s_w.bytes[p]
+        if size > 2 * PARTITION_BYTES and level < MAX_SPLIT_LEVELS:
+            # the estimate behind `parts` was low (e.g. dictionary-encoded Parquet text): split this
+            # partition again on disk, with another hash seed, before loading anything
+            k = min(256, -(-size // PARTITION_BYTES))
+            subs = []
+            for w in (t_w, s_w):
+                sub = _PartitionWriter(tmpdir, f"{w.paths[p].stem}-split", k, compress=True)
+                try:
+                    for table in w.batches(p):
+                        sub.write(table, _partition_ids(table, k, level + 1))
+                finally:
+                    sub.close()
+                w.paths[p].unlink(missing_ok=True)
+                subs.append(sub)
+            for q in range(k):
+                score_partition(subs[0], subs[1], q, level + 1)
+            return
+        t = pl.from_arrow(t_w.read(p, t_schema))
+        s = pl.from_arrow(s_w.read(p, s_schema)).drop(ROW)
+        t_w.paths[p].unlink(missing_ok=True)
+        s_w.paths[p].unlink(missing_ok=True)
         j = t.join(s, on=list(KEY), how="inner", suffix="_student").sort(ROW)
         del t, s
-        run = tmpdir / f"run-{p:05d}.arrow"
+        run = tmpdir / f"run-{len(run_paths):05d}.arrow"
         writer = None
         for lo in range(0, len(j), rows):
             chunk = j.slice(lo, rows)
@@ -390,7 +426,9 @@ def _reordered_batches(t_side: _Side, s_side: _Side, tmpdir: Path, rows: int, to
         if writer is not None:
             writer.close()
             run_paths.append(run)
-        del j
+
+    for p in range(parts):
+        score_partition(writers["teacher"], writers["student"], p, 0)
     yield from _merge_runs(run_paths, rows, total)
 
 

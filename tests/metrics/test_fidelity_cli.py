@@ -166,3 +166,16 @@ def test_key_errors_across_partitions(tmp_path, capsys, small_partitions):
     _write(gold_null, tp)
     err = err_for(shuffled)
     assert "gold answer is null" in err
+
+
+def test_reorder_partitions_split_again_when_the_size_estimate_is_low(tmp_path, small_partitions, monkeypatch):
+    # e.g. dictionary-encoded Parquet text: the estimate says one partition, the rows need dozens
+    monkeypatch.setattr(small_partitions, "_text_bytes", lambda path: 0)
+    t, s, c = _frames(600, seed=9)
+    tp, sp = _write(t, tmp_path / "t.parquet"), _write(s, tmp_path / "s.parquet")
+    shuffled = _write(s.sample(fraction=1.0, shuffle=True, seed=3), tmp_path / "s2.parquet")
+    a = small_partitions.score_files(tp, sp, tmp_path / "a", batch_rows=64, progress=False)
+    b = small_partitions.score_files(tp, shuffled, tmp_path / "b", batch_rows=64, progress=False)
+    assert a["aligned"] and not b["aligned"]
+    assert pl.read_parquet(a["paths"]["pairs"]).equals(pl.read_parquet(b["paths"]["pairs"]))
+    assert a["summary"].equals(b["summary"])
