@@ -92,8 +92,10 @@ def _iter_batches(path: Path, columns: list[str], rows: int) -> Iterator:
     try:
         if kind == "parquet":
             # pre_buffer=False: with pre-buffering the reader caches every row group it has read
-            # until it is closed, so memory would grow with the file
-            reader = pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=rows, columns=columns)
+            # until it is closed, so memory would grow with the file; buffer_size: column chunks
+            # are read through a 4 MiB buffer, not whole (a file may hold one huge row group)
+            reader = pq.ParquetFile(path, pre_buffer=False, buffer_size=4 << 20).iter_batches(
+                batch_size=rows, columns=columns)
         elif kind == "csv":
             types = {c: pa.large_string() for c in columns}
             reader = pacsv.open_csv(path, convert_options=pacsv.ConvertOptions(
