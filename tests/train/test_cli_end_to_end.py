@@ -2,22 +2,16 @@
 student from it with each of the paper's presets (seqkd, revkd, gkd); every run leaves a result.json,
 finite decreasing/positive losses in metrics.jsonl, and a final/ that kdlens.models.load_causal_lm loads.
 
-The task is written by a real ``python -m kdlens train --synthetic-task`` process; the training
-commands go through ``kdlens.cli.main`` in this process (the same parser, presets, TOML and override
-handling as the console script, without paying a Python + torch start-up per run).
+Every command goes through ``kdlens.cli.main`` in this process (the same parser, presets, TOML and
+override handling as the console script, without a Python + torch start-up per run; the console
+entry point itself runs in tests/train/test_distributed.py).
 Run: ``python -m pytest tests/train/test_cli_end_to_end.py -q``.
 """
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[2]
 
 COMMON_TOML = """
 warmup_steps = 1
@@ -43,13 +37,9 @@ def _rows(run):
 @pytest.fixture(scope="module")
 def cli_task(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "python") + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-m", "kdlens", "train", "--synthetic-task", str(root / "task"),
-                           "--synthetic-train", "120", "--synthetic-test", "10"],
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    paths = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert {Path(p).name for p in paths.values()} == {"train.json", "test.json", "tokenizer"}
+    _cli("--synthetic-task", str(root / "task"), "--synthetic-train", "120", "--synthetic-test", "10")
+    assert len(json.loads((root / "task" / "train.json").read_text())) == 120
+    assert (root / "task" / "test.json").is_file() and (root / "task" / "tokenizer").is_dir()
     (root / "common.toml").write_text(COMMON_TOML + f'data = "{root / "task" / "train.json"}"\n'
                                       f'tokenizer = "{root / "task" / "tokenizer"}"\n')
     return root
