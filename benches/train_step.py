@@ -18,10 +18,12 @@ Every row carries the 1-minute load average before and after (``load1_start``/``
 Re-run on a quiet machine (one command):
     OMP_WAIT_POLICY=PASSIVE python benches/train_step.py --steps 20 --vocab 4096
 
-GPU (not run here; no GPU on the CPU machines): the same script with ``--device cuda`` times the
-Triton loss (``auto``) against ``logits``; peak memory then comes from torch.cuda.max_memory_allocated.
-For the 0.5B-scale KD step described in issue 4, pass --student/--teacher tiny names or edit
-``_models`` to load Qwen2 config folders.
+GPU (not run yet: no GPU was lent to this task): ``--device cuda`` times the Triton loss (``auto``)
+against ``logits`` under bf16 autocast; memory rows then hold torch.cuda.max_memory_allocated. The
+0.5B-scale KD step of issue 4 (random weights, Qwen2.5-0.5B student shapes, Qwen2.5-1.5B teacher
+shapes, their 151936-wide logits; the interleaved part holds four student+teacher pairs, ~60 GB):
+    python benches/train_step.py --device cuda --student qwen0.5b --teacher qwen1.5b --vocab 151936 \
+        --batch 4 --steps 10 --memory-vocab 0
 """
 
 from __future__ import annotations
@@ -43,6 +45,32 @@ sys.path.insert(0, str(HERE.parent / "python"))
 
 CONFIGS = [(False, "chunked"), (False, "logits"), (True, "chunked"), (True, "logits")]
 
+# Qwen2.5 shapes for the GPU rows (random weights; --vocab sets the logit width)
+QWEN_SHAPES = {
+    "qwen0.5b": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                     intermediate_size=4864),
+    "qwen1.5b": dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
+                     intermediate_size=8960),
+}
+
+
+def _model(name: str, width: int, tok, seed: int):
+    """A random-init causal LM: a kdlens.models.TINY_CONFIGS name or a QWEN_SHAPES name."""
+    import torch
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    from kdlens.models import make_tiny_model
+
+    if name not in QWEN_SHAPES:
+        model = make_tiny_model(name, vocab_size=width, seed=seed)
+    else:
+        config = Qwen2Config(vocab_size=width, max_position_embeddings=2048, tie_word_embeddings=True,
+                             bos_token_id=None, **QWEN_SHAPES[name])
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config)
+    model.config.eos_token_id, model.config.pad_token_id = tok.eos_token_id, tok.pad_token_id
+    return model
+
 
 def _rss_mb() -> float:
     """Current resident set size (MB) from /proc (ru_maxrss is the peak, not the current value)."""
@@ -58,15 +86,14 @@ def _rss_mb() -> float:
 def _setup(args, vocab: int) -> tuple[Path, dict]:
     """Task, tokenizer, student and teacher folders (logit width ``vocab``); returns the TrainConfig kwargs."""
     from kdlens.data.synthetic import make_task, write_task
-    from kdlens.models import load_tokenizer, make_tiny_model
+    from kdlens.models import load_tokenizer
 
     work = Path(tempfile.mkdtemp(prefix="kdlens-bench-"))
     write_task(work / "task", make_task(0, 400, 10), vocab_size=512)
     tok = load_tokenizer(work / "task" / "tokenizer")
     width = max(vocab, len(tok))
     for name, role, seed in ((args.teacher, "teacher", 1), (args.student, "student", 2)):
-        model = make_tiny_model(name, vocab_size=width, seed=seed)  # EOS 0 / PAD 1, as the tokenizer
-        model.config.eos_token_id, model.config.pad_token_id = tok.eos_token_id, tok.pad_token_id
+        model = _model(name, width, tok, seed)
         model.save_pretrained(work / role)
         tok.save_pretrained(work / role)
     kw = dict(data=str(work / "task" / "train.json"), tokenizer=str(work / "task" / "tokenizer"),
