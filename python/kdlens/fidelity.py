@@ -263,7 +263,7 @@ class _PartitionWriter:
 
         if self.writers[p] is None:
             return
-        with pa.ipc.open_stream(self.paths[p]) as reader:
+        with pa.ipc.open_stream(pa.OSFile(str(self.paths[p]))) as reader:
             for batch in reader:
                 yield pa.Table.from_batches([batch])
 
@@ -272,7 +272,7 @@ class _PartitionWriter:
 
         if self.writers[p] is None:
             return schema.empty_table()
-        with pa.ipc.open_stream(self.paths[p]) as reader:
+        with pa.ipc.open_stream(pa.OSFile(str(self.paths[p]))) as reader:
             return reader.read_all()
 
 
@@ -448,7 +448,7 @@ def _merge_runs(run_paths: list[Path], rows: int, total: int) -> Iterator:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    readers = [pa.ipc.open_stream(p) for p in run_paths]
+    readers = [pa.ipc.open_stream(pa.OSFile(str(p))) for p in run_paths]  # read, not mapped
     buffers = [[] for _ in readers]  # pending record batches per run
     exhausted = [False] * len(readers)
     try:
