@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from kdlens.losses.chunked import precomputed_grads, save_precomputed_grads
 from kdlens.losses.options import KDOptions
 
 
@@ -64,22 +65,9 @@ class TritonFusedLinearKD(torch.autograd.Function):
             x_s, w_s, x_t, w_t, row_weight, labels, triton_rows_fn(**_kernel_args(opts)),
             chunk_rows=rows, row_offset=opts.noise_row_offset, need_dx=need_dx, need_dw=need_dw,
         )
-        ctx.save_for_backward(*(t for t in (d_x, d_w) if t is not None))
-        ctx.has = (d_x is not None, d_w is not None)
-        ctx.w_shape, ctx.w_dtype = w_s.shape, w_s.dtype
+        save_precomputed_grads(ctx, d_x, d_w, w_s)
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss):
-        saved = list(ctx.saved_tensors)
-        d_x = d_w = None
-        if ctx.has[0]:
-            d_x = saved.pop(0) * grad_loss
-        if ctx.has[1]:
-            d_w_shared = saved.pop(0).mul_(grad_loss)  # fp32 [V, H]: scale in place, no second copy
-            if tuple(d_w_shared.shape) == tuple(ctx.w_shape) and d_w_shared.dtype == ctx.w_dtype:
-                d_w = d_w_shared
-            else:
-                d_w = torch.zeros(ctx.w_shape, dtype=ctx.w_dtype, device=d_w_shared.device)
-                d_w[: d_w_shared.shape[0]] = d_w_shared
-        return d_x, d_w, None, None, None, None, None, None
+        return (*precomputed_grads(ctx, grad_loss), None, None, None, None, None, None)

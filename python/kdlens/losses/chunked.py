@@ -140,6 +140,30 @@ def _kwargs(opts: KDOptions, write_grad: bool) -> dict:
     )
 
 
+def save_precomputed_grads(ctx, d_x, d_w, weight) -> None:
+    """Keep the gradients a fused-linear forward formed (those that were asked for) for backward."""
+    ctx.save_for_backward(*(t for t in (d_x, d_w) if t is not None))
+    ctx.has = (d_x is not None, d_w is not None)
+    ctx.w_shape, ctx.w_dtype = weight.shape, weight.dtype
+
+
+def precomputed_grads(ctx, grad_loss):
+    """(d_x, d_w) of :func:`save_precomputed_grads` times the incoming gradient; d_w covers the
+    student's whole vocabulary (columns beyond the shared prefix get zero) in the weight's dtype."""
+    saved = list(ctx.saved_tensors)
+    d_x = d_w = None
+    if ctx.has[0]:
+        d_x = saved.pop(0) * grad_loss
+    if ctx.has[1]:
+        d_w_shared = saved.pop(0).mul_(grad_loss)  # fp32 [V, H]: scale in place, no second copy
+        if tuple(d_w_shared.shape) == tuple(ctx.w_shape) and d_w_shared.dtype == ctx.w_dtype:
+            d_w = d_w_shared
+        else:
+            d_w = torch.zeros(ctx.w_shape, dtype=ctx.w_dtype, device=d_w_shared.device)
+            d_w[: d_w_shared.shape[0]] = d_w_shared.to(ctx.w_dtype)
+    return d_x, d_w
+
+
 class ChunkedLinearKD(torch.autograd.Function):
     """loss = KD over hidden states and lm_head weights, chunked; backward returns dX and dW formed in forward."""
 
@@ -160,22 +184,12 @@ class ChunkedLinearKD(torch.autograd.Function):
             x_s, w_s, x_t, w_t, row_weight, labels, rows_fn, chunk_rows=rows,
             row_offset=opts.noise_row_offset, need_dx=need_dx, need_dw=need_dw, pad_last_chunk=compile,
         )
-        ctx.save_for_backward(*(t for t in (d_x, d_w) if t is not None))
-        ctx.has = (d_x is not None, d_w is not None)
-        ctx.w_shape, ctx.w_dtype = w_s.shape, w_s.dtype
+        save_precomputed_grads(ctx, d_x, d_w, w_s)
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss):
-        saved = list(ctx.saved_tensors)
-        d_x = d_w = None
-        if ctx.has[0]:
-            d_x = saved.pop(0) * grad_loss
-        if ctx.has[1]:
-            d_w_shared = saved.pop(0).mul_(grad_loss)  # fp32 [V, H]: scale in place, no second copy
-            d_w = torch.zeros(ctx.w_shape, dtype=ctx.w_dtype, device=d_w_shared.device)
-            d_w[: d_w_shared.shape[0]] = d_w_shared.to(ctx.w_dtype)
-        return d_x, d_w, None, None, None, None, None, None, None
+        return (*precomputed_grads(ctx, grad_loss), None, None, None, None, None, None, None)
 
 
 class ChunkedLogitsKD(torch.autograd.Function):
