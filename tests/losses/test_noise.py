@@ -95,3 +95,16 @@ def test_noise_is_the_same_in_every_implementation_and_changes_the_loss():
     other_seed = kd_loss(implementation="reference", **{**kw, "noise_seed": 22})
     assert not math.isclose(losses["reference"].item(), clean.item(), rel_tol=1e-3)
     assert not math.isclose(losses["reference"].item(), other_seed.item(), rel_tol=1e-4)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 12345, 2**31 - 1, 2**40 + 7])
+def test_cpu_numpy_rounds_equal_the_torch_rounds(seed):
+    """The CPU path (numpy uint64) and the any-device path (split int64 products) agree word for word."""
+    from kdlens.losses import noise
+
+    rows = torch.tensor([0, 1, 7, 2**20, 2**32 - 1], dtype=torch.int64).reshape(-1, 1)
+    cols = torch.arange(0, 70000, 997, dtype=torch.int64).reshape(1, -1)
+    c0, c1 = torch.broadcast_tensors(cols, rows)
+    fast = noise._philox_numpy(seed, c0, c1)
+    plain = noise._philox_torch(seed, c0, c1)
+    assert all(torch.equal(a, b) for a, b in zip(fast, plain))

@@ -9,8 +9,9 @@ no memory in the kernels. This module is the plain-torch twin used by the refere
 tests/losses/test_noise.py proves it equals the Triton interpreter's ``tl.randn`` bit for bit on the
 integer stream and to float rounding on the normals.
 
-All arithmetic is on int64 tensors holding 32-bit values (torch has no full uint32 arithmetic), with
-32x32->64-bit products split into 16-bit halves so nothing overflows int64. Works on any device.
+On CPU the rounds run in numpy uint64 arithmetic, where a 32x32-bit product is exact; elsewhere on
+int64 tensors holding 32-bit values (torch has no full uint32 arithmetic), with the 32x32->64-bit
+products split into 16-bit halves so nothing overflows int64. Both give the same words (tested).
 """
 
 from __future__ import annotations
@@ -43,9 +44,40 @@ def philox4x32_10(seed: int, c0: torch.Tensor, c1: torch.Tensor) -> tuple[torch.
     """
     if not 0 <= seed < 2**63:
         raise ValueError(f"noise seed must be in [0, 2**63), got {seed}")
+    c0, c1 = torch.broadcast_tensors(c0.to(torch.int64), c1.to(torch.int64))
+    if c0.device.type == "cpu":
+        return _philox_numpy(seed, c0, c1)
+    return _philox_torch(seed, c0, c1)
+
+
+def _philox_numpy(seed: int, c0: torch.Tensor, c1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Philox4x32-10 in numpy uint64 (about 10x faster than the int64 torch rounds on a CPU)."""
+    import numpy as np
+
+    m32 = np.uint64(_M32)
+    shift = np.uint64(32)
+    round_a, round_b = np.uint64(_PHILOX_ROUND_A), np.uint64(_PHILOX_ROUND_B)
+    k0, k1 = seed & _M32, (seed >> 32) & _M32
+    x0 = c0.numpy().astype(np.uint64)
+    x1 = c1.numpy().astype(np.uint64)
+    x2 = np.zeros_like(x0)
+    x3 = np.zeros_like(x0)
+    for _ in range(_N_ROUNDS):
+        prod_b = x2 * round_b  # exact: both factors < 2**32
+        prod_a = x0 * round_a
+        x0 = (prod_b >> shift) ^ x1 ^ np.uint64(k0)
+        x1 = prod_b & m32
+        x2 = (prod_a >> shift) ^ x3 ^ np.uint64(k1)
+        x3 = prod_a & m32
+        k0 = (k0 + _PHILOX_KEY_A) & _M32
+        k1 = (k1 + _PHILOX_KEY_B) & _M32
+    return torch.from_numpy(x0.astype(np.int64)), torch.from_numpy(x1.astype(np.int64))
+
+
+def _philox_torch(seed: int, c0: torch.Tensor, c1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Philox4x32-10 on int64 tensors of any device (products split so nothing overflows)."""
     k0 = seed & _M32
     k1 = (seed >> 32) & _M32
-    c0, c1 = torch.broadcast_tensors(c0.to(torch.int64), c1.to(torch.int64))
     c2 = torch.zeros_like(c0)
     c3 = torch.zeros_like(c0)
     for _ in range(_N_ROUNDS):
