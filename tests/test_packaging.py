@@ -30,6 +30,8 @@ def test_wheel_builds_installs_and_runs(tmp_path):
     for src in sorted((REPO / "kernels").glob("*.py")):
         assert f"kdlens/kernels/{src.name}" in names, f"{src.name} missing from the wheel"
     assert "kdlens/commands/fidelity.py" in names and "kdlens/demo/__init__.py" in names
+    for preset in sorted((REPO / "python" / "kdlens" / "study" / "presets").glob("*.toml")):
+        assert f"kdlens/study/presets/{preset.name}" in names, f"study preset {preset.name} missing"
 
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True, system_site_packages=False).create(env_dir)
@@ -46,6 +48,11 @@ def test_wheel_builds_installs_and_runs(tmp_path):
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "fidelity" in res.stdout
+    # the main job's plan comes from a preset inside the installed wheel
+    res = subprocess.run([str(env_dir / "bin" / "kdlens"), "study", "--dry-run", "-o", "study"],
+                         cwd=outside, env=clean, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "units in" in res.stdout and "report synthetic-mini" in res.stdout
 
 
 def _has_maturin() -> bool:
