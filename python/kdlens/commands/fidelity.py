@@ -6,8 +6,8 @@ import argparse
 import sys
 
 NAME = "fidelity"
-HELP = ("Score student generations against teacher generations: per-pair sacreBLEU-exact BLEU, "
-        "answer agreement (and accuracy with a gold column), per-task summary.")
+HELP = ("score student generations against teacher generations: per-pair sacreBLEU-exact BLEU, "
+        "answer agreement (and accuracy with a gold column), per-task summary")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 NAME = "report"
-HELP = "Write the study report (Markdown + self-contained HTML, figures, tables) from a results table."
+HELP = "write the study report (Markdown + self-contained HTML, figures, tables) from a results table"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

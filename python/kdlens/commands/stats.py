@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 NAME = "stats"
-HELP = "Run the paper's hypothesis tests (H1-H5) and ablations on a results table and print them."
+HELP = "run the paper's hypothesis tests (H1-H5) and ablations on a results table and print them"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
