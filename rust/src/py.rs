@@ -266,12 +266,9 @@ fn agreement<'py>(
     num_threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyArray1<bool>>> {
     let r = rule(kind, labels, tolerance)?;
-    let (ca, cb) = (column(a, "teacher")?, column(b, "student")?);
-    let (va, vb) = (non_null(ca.views("teacher")?, "teacher")?, non_null(cb.views("student")?, "student")?);
-    if va.len() != vb.len() {
-        return Err(PyValueError::new_err(format!("{} teacher outputs but {} student outputs", va.len(), vb.len())));
-    }
-    let out = py.detach(|| batch::with_threads(num_threads, || batch::agree_all(&va, &vb, &r)));
+    let out = with_row_pairs(a, b, ["teacher", "student"], ["teacher outputs", "student outputs"], |va, vb| {
+        Ok(py.detach(|| batch::with_threads(num_threads, || batch::agree_all(va, vb, &r))))
+    })?;
     Ok(PyArray1::from_vec(py, out))
 }
 
@@ -288,15 +285,28 @@ fn correct<'py>(
     num_threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyArray1<bool>>> {
     let r = rule(kind, labels, tolerance)?;
-    let (co, cg) = (column(outputs, "outputs")?, column(golds, "golds")?);
-    let (vo, vg) = (non_null(co.views("outputs")?, "outputs")?, non_null(cg.views("golds")?, "golds")?);
-    if vo.len() != vg.len() {
-        return Err(PyValueError::new_err(format!("{} outputs but {} gold answers", vo.len(), vg.len())));
-    }
-    let out = py
-        .detach(|| batch::with_threads(num_threads, || batch::correct_all(&vo, &vg, &r)))
-        .map_err(|i| PyValueError::new_err(format!("gold answer at row {i} ({:?}) is not a number", vg[i])))?;
+    let out = with_row_pairs(outputs, golds, ["outputs", "golds"], ["outputs", "gold answers"], |vo, vg| {
+        py.detach(|| batch::with_threads(num_threads, || batch::correct_all(vo, vg, &r)))
+            .map_err(|i| PyValueError::new_err(format!("gold answer at row {i} ({:?}) is not a number", vg[i])))
+    })?;
     Ok(PyArray1::from_vec(py, out))
+}
+
+/// Run `f` on two equally long, null-free string columns (row i of one pairs with row i of the
+/// other). `names` name the columns in null errors, `counted` the rows in the length error.
+fn with_row_pairs<'py, T>(
+    a: &Bound<'py, PyAny>,
+    b: &Bound<'py, PyAny>,
+    names: [&str; 2],
+    counted: [&str; 2],
+    f: impl FnOnce(&[&str], &[&str]) -> PyResult<T>,
+) -> PyResult<T> {
+    let (ca, cb) = (column(a, names[0])?, column(b, names[1])?);
+    let (va, vb) = (non_null(ca.views(names[0])?, names[0])?, non_null(cb.views(names[1])?, names[1])?);
+    if va.len() != vb.len() {
+        return Err(PyValueError::new_err(format!("{} {} but {} {}", va.len(), counted[0], vb.len(), counted[1])));
+    }
+    f(&va, &vb)
 }
 
 /// Python's str.lower() as kdlens implements it (for the exhaustive Unicode tests).
