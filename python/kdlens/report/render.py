@@ -46,29 +46,35 @@ class FigureBlock:
 Block = Heading | Paragraph | Bullets | Table | FigureBlock
 
 
+def _curve_table(curves: pl.DataFrame, column: str, label: str, index: list[str], title: str,
+                 unit: str) -> Table | None:
+    """One row per curve of an ablation (family Average), one column per value of ``column``."""
+    runs = curves.filter(pl.col("task") == AVERAGE_TASK)
+    if not runs.height:
+        return None
+    wide = runs.with_columns(pl.format(f"{label}={{}}", pl.col(column).round(2)).alias(label)).pivot(
+        on=label, index=index, values="score"
+    )
+    return frame_table(wide, title, [f"{unit}; n = {runs.height} runs in {wide.height} curves."],
+                       percent=tuple(c for c in wide.columns if c.startswith(f"{label}=")))  # fmt: skip
+
+
 def _ablation_tables(analysis) -> tuple[list[Table], list[str]]:
     tables, excluded = [], []
     unit = "unit: one run (teacher, student, method, temperature, noise), family Average"
+    run_key = ["family", "teacher", "student", "method"]
 
-    temp = analysis.temperature.filter(pl.col("task") == AVERAGE_TASK)
-    if temp.height:
-        wide = temp.with_columns(pl.format("T={}", pl.col("temperature").round(2)).alias("T")).pivot(
-            on="T", index=["family", "teacher", "student", "method"], values="score"
-        )
-        tables.append(frame_table(wide, "Temperature ablation: Average score (%) by T",
-                                  [f"{unit}; n = {temp.height} runs in {wide.height} curves."],
-                                  percent=tuple(c for c in wide.columns if c.startswith("T="))))  # fmt: skip
+    temp = _curve_table(analysis.temperature, "temperature", "T", run_key,
+                        "Temperature ablation: Average score (%) by T", unit)
+    if temp is not None:
+        tables.append(temp)
     else:
         excluded.append("Temperature ablation table: no (teacher, student, method) was run at two or more temperatures.")
 
-    noise = analysis.noise.filter(pl.col("task") == AVERAGE_TASK)
-    if noise.height:
-        wide = noise.with_columns(pl.format("sigma={}", pl.col("noise_sigma").round(2)).alias("sigma")).pivot(
-            on="sigma", index=["family", "teacher", "student", "method", "temperature"], values="score"
-        )
-        tables.append(frame_table(wide, "Teacher-noise ablation: Average score (%) by sigma",
-                                  [f"{unit}; n = {noise.height} runs in {wide.height} curves."],
-                                  percent=tuple(c for c in wide.columns if c.startswith("sigma="))))  # fmt: skip
+    noise = _curve_table(analysis.noise, "noise_sigma", "sigma", run_key + ["temperature"],
+                         "Teacher-noise ablation: Average score (%) by sigma", unit)
+    if noise is not None:
+        tables.append(noise)
     else:
         excluded.append("Teacher-noise ablation table: no run used a noisy teacher (sigma > 0) next to a sigma = 0 run.")
 
