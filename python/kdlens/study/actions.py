@@ -105,9 +105,7 @@ def _train(ctx: UnitContext, settings: dict) -> dict:
         "tokenizer": student["tokenizer"], "resume": resume,
     }, origin=f"study unit {ctx.unit.label}")
     result = train(cfg)
-    final = Path(getattr(result, "final_dir", run_dir / "final"))
-    best = run_dir / "best"
-    chosen = best if best.is_dir() else final
+    chosen = result.best_dir or result.final_dir  # the paper keeps the best validation-CE checkpoint
     if cfg.lora:
         return {"model": student["model"], "adapter": str(chosen), "name": student["name"],
                 "size_b": student["size_b"], "tokenizer": student["tokenizer"]}
