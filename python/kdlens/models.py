@@ -81,17 +81,20 @@ def load_causal_lm(
 # Tiny Qwen2-style models for the offline synthetic task (a teacher and three student sizes)
 # ---------------------------------------------------------------------------------------------
 
-# name -> Qwen2Config fields; students s1 < s2 < s3 < teacher. Sizes with a 512-token vocabulary:
-# see tiny_param_count (about 0.04M, 0.13M, 0.38M and 0.87M parameters).
+# name -> Qwen2Config fields; students s1 < s2 < s3 < s4 < teacher. Sizes with a 512-token vocabulary
+# (tied embeddings counted once, see tiny_param_count): about 0.026M, 0.08M, 0.18M, 0.37M and 0.87M
+# parameters, so the students span 14x, as Qwen2.5 0.5B..7B do in the paper.
 TINY_CONFIGS: dict[str, dict] = {
     "tiny-teacher": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
                          num_key_value_heads=2, intermediate_size=384),
-    "tiny-s3": dict(hidden_size=96, num_hidden_layers=3, num_attention_heads=3,
+    "tiny-s4": dict(hidden_size=96, num_hidden_layers=3, num_attention_heads=3,
                     num_key_value_heads=1, intermediate_size=288),
-    "tiny-s2": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+    "tiny-s3": dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=2,
                     num_key_value_heads=1, intermediate_size=192),
-    "tiny-s1": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                    num_key_value_heads=1, intermediate_size=96),
+    "tiny-s2": dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=2,
+                    num_key_value_heads=1, intermediate_size=144),
+    "tiny-s1": dict(hidden_size=24, num_hidden_layers=2, num_attention_heads=2,
+                    num_key_value_heads=1, intermediate_size=72),
 }
 
 

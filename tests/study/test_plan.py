@@ -39,29 +39,81 @@ def test_full_grid_is_the_product():
     assert len(runs) == 2 * (2 * 3 * 3 + 3)
 
 
-def test_plan_is_topological_and_complete():
-    plan = plan_study(small_config())
+@pytest.mark.parametrize("seeds", [(0,), (0, 1, 2)])
+def test_plan_is_topological_and_complete(seeds):
+    plan = plan_study(small_config(seeds=seeds))
     seen = set()
     for u in plan.units:
-        assert all(d in seen for d in u.deps), u.label
+        assert all(d in seen for d in u.deps.values()), u.label
         seen.add(u.id)
     kinds = [u.kind for u in plan.units]
+    n = len(seeds)
     assert kinds.count("task") == 1 and kinds.count("report") == 1
-    assert kinds.count("sft") == 3  # teacher + two students
+    assert kinds.count("base") == 3  # one pretrained base per model, shared by every seed
+    assert kinds.count("sft") == 1 + 2 * n  # the teacher once, each student once per seed
     n_kd = kinds.count("kd")
-    assert kinds.count("eval") == 3 + 3 + n_kd  # base models, SFT models, KD students
-    assert kinds.count("compare") == 2 + n_kd  # SFT students and KD students vs their teacher
+    assert n_kd == n * len(kd_runs(small_config(seeds=(0,))))  # every KD configuration per seed
+    assert kinds.count("eval") == 3 + 1 + 2 * n + n_kd  # bases, SFT models, KD students
+    assert kinds.count("compare") == 2 * n + n_kd  # SFT students and KD students vs their teacher
     report = plan.of_kind("report")[0]
-    assert set(report.deps) == {u.id for u in plan.units if u.kind in ("eval", "compare")}
+    assert set(report.deps.values()) == {u.id for u in plan.units if u.kind in ("eval", "compare")}
+
+
+def test_units_name_their_dependencies():
+    plan = plan_study(small_config(seeds=(0, 1)))
+    ids = plan.by_id()
+    task = plan.of_kind("task")[0]
+    for u in plan.of_kind("base"):
+        assert u.deps == {"task": task.id}
+    for u in plan.of_kind("sft"):
+        assert set(u.deps) == {"task", "base"}
+        assert ids[u.deps["base"]].params["model"] == u.params["model"]  # SFT starts from its own base
+    for u in plan.of_kind("kd"):
+        assert set(u.deps) == {"task", "base", "teacher"}
+        assert ids[u.deps["base"]].params["model"] == u.params["student"]  # KD starts from the student base
+    for u in plan.of_kind("eval"):
+        assert set(u.deps) == {"task", "model"} and u.deps["model"] == u.params["of"]
+    for u in plan.of_kind("compare"):
+        assert set(u.deps) == {"teacher_eval", "student_eval"}
+        assert ids[u.deps["student_eval"]].params["of"] == u.params["of"]
 
 
 def test_task_unaware_runs_learn_from_the_base_teacher():
-    plan = plan_study(small_config())
+    plan = plan_study(small_config(seeds=(0, 1)))
     ids = plan.by_id()
+    teacher_sft = [u for u in plan.of_kind("sft") if u.params["model"] == "T"]
+    assert len(teacher_sft) == 1 and "teacher_sft" in teacher_sft[0].params
     for u in plan.of_kind("kd"):
-        teacher_dep = ids[u.deps[-1]]
+        teacher_dep = ids[u.deps["teacher"]]
         expected = "base" if u.params["teacher_kind"] == "task_unaware" else "sft"
         assert teacher_dep.kind == expected and teacher_dep.params["model"] == "T"
+        if expected == "sft":  # every seed distils from the one task-aware teacher
+            assert teacher_dep.id == teacher_sft[0].id
+
+
+def test_seeds_repeat_every_student_side_configuration():
+    cfg = small_config(seeds=(0, 1, 2))
+    runs = kd_runs(cfg)
+    by_config = {}
+    for r in runs:
+        key = (r.student, r.objective, r.temperature, r.noise_sigma, r.teacher_kind)
+        by_config.setdefault(key, set()).add(r.seed)
+    assert by_config and all(seeds == {0, 1, 2} for seeds in by_config.values())
+    plan = plan_study(cfg)
+    sft_seeds = {}
+    for u in plan.of_kind("sft"):
+        if u.params["model"] != "T":
+            sft_seeds.setdefault(u.params["model"], set()).add(u.params["seed"])
+    assert sft_seeds == {"S1": {0, 1, 2}, "S2": {0, 1, 2}}
+
+
+def test_noise_and_teacher_kind_ablations_run_on_the_ablation_objectives():
+    runs = kd_runs(small_config(ablation_objectives=("forward_kl", "reverse_kl")))
+    noisy = {(r.objective, r.noise_sigma) for r in runs if r.noise_sigma > 0}
+    assert noisy == {(o, s) for o in ("forward_kl", "reverse_kl") for s in (1.0, 5.0)}
+    unaware = {r.objective for r in runs if r.teacher_kind == "task_unaware"}
+    assert unaware == {"forward_kl", "reverse_kl"}
+    assert all(r.student == "S1" for r in runs if r.noise_sigma > 0 or r.teacher_kind == "task_unaware")
 
 
 def test_ids_change_downstream_of_a_changed_setting_only():
@@ -87,6 +139,11 @@ def test_ids_change_downstream_of_a_changed_setting_only():
     ({"bogus": 1}, "unknown key"),
     ({"grid": {"colour": "red"}}, "unknown key"),
     ({"jobs": 0}, "jobs"),
+    ({"jobs": "two"}, "integer"),
+    ({"task": {"n_test": 0}}, "out of range"),
+    ({"task": {"rationale": "prose"}}, "not one of"),
+    ({"grid": {"seeds": [0, 0]}}, "repeats a seed"),
+    ({"grid": {"ablation_objectives": ["nope"]}}, "unknown objective"),
 ])
 def test_bad_configs_are_explained(data, message):
     with pytest.raises(KdlensError, match=message):
@@ -94,7 +151,7 @@ def test_bad_configs_are_explained(data, message):
 
 
 def test_presets_load_and_plan():
-    for name in ("synthetic", "smoke", "paper-qwen-math"):
+    for name in ("synthetic", "quick", "smoke", "paper-qwen-math"):
         cfg = load_study_config(name)
         plan = plan_study(cfg)
         assert plan.of_kind("report")
@@ -109,3 +166,15 @@ def test_missing_config_file(tmp_path):
     bad.write_text("name = [")
     with pytest.raises(KdlensError, match="invalid TOML"):
         load_study_config(bad)
+
+
+def test_default_preset_is_powered():
+    """Issue 10: >= 3 seeds, >= 1000 test items, >= 4 students spanning >= 10x, pretrained bases."""
+    from kdlens.models import tiny_param_count
+
+    cfg = load_study_config(None)
+    assert len(cfg.grid.seeds) >= 3
+    assert cfg.task.n_test >= 1000
+    sizes = [tiny_param_count(s) for s in cfg.models.students]
+    assert len(sizes) >= 4 and max(sizes) / min(sizes) >= 10
+    assert cfg.pretrain["max_steps"] > 0

@@ -105,8 +105,9 @@ def test_tiny_configs_build_ordered_sizes_and_run(tmp_path):
     from kdlens.models import (TINY_CONFIGS, load_causal_lm, make_tiny_model, size_in_billions,
                                tiny_param_count)
 
-    sizes = [tiny_param_count(n, 512) for n in ("tiny-s1", "tiny-s2", "tiny-s3", "tiny-teacher")]
-    assert sizes == sorted(sizes) and len(set(sizes)) == 4
+    sizes = [tiny_param_count(n, 512) for n in ("tiny-s1", "tiny-s2", "tiny-s3", "tiny-s4", "tiny-teacher")]
+    assert sizes == sorted(sizes) and len(set(sizes)) == 5
+    assert sizes[3] / sizes[0] >= 10  # the students span at least 10x, as the paper's do
     assert 2e4 < sizes[0] and sizes[-1] < 5e6
     model = make_tiny_model("tiny-s2", vocab_size=512, seed=1)
     assert sum(p.numel() for p in model.parameters()) == sizes[1]
@@ -118,6 +119,6 @@ def test_tiny_configs_build_ordered_sizes_and_run(tmp_path):
     model.save_pretrained(tmp_path / "m")
     loaded = load_causal_lm(tmp_path / "m")
     assert torch.allclose(loaded(torch.tensor([[3, 4, 5]])).logits, out)
-    assert set(TINY_CONFIGS) == {"tiny-teacher", "tiny-s1", "tiny-s2", "tiny-s3"}
+    assert set(TINY_CONFIGS) == {"tiny-teacher", "tiny-s1", "tiny-s2", "tiny-s3", "tiny-s4"}
     with pytest.raises(KdlensError):
         make_tiny_model("tiny-huge")

@@ -58,7 +58,11 @@ ALPACA = PromptTemplate(
     ),
 )
 
-TEMPLATES = {"alpaca": ALPACA}
+# Plain text (pretraining): the record's instruction is the whole document; no marker, no stop.
+TEXT = PromptTemplate(no_input="{instruction}", with_input="{instruction}\n{input}", response_marker="",
+                      stop_strings=())
+
+TEMPLATES = {"alpaca": ALPACA, "text": TEXT}
 
 
 def get_template(name: str) -> PromptTemplate:

@@ -275,11 +275,13 @@ def write_task(
     *,
     vocab_size: int = 512,
     tokenizer=None,
+    corpus: Sequence[str] = (),
 ) -> dict[str, Path]:
     """Write ``train.json``, ``test.json`` (JSON lists) and ``tokenizer/`` to ``out_dir``.
 
-    A missing ``task`` is ``make_task()``; a missing ``tokenizer`` is trained on the task's train
-    texts. Returns the paths written, keyed "train", "test", "tokenizer".
+    A missing ``task`` is ``make_task()``; a missing ``tokenizer`` is trained on ``corpus`` (e.g.
+    the pretraining corpus) and the task's train texts. Returns the paths written, keyed "train",
+    "test", "tokenizer".
     """
     from kdlens.io import write_text_atomic
 
@@ -287,7 +289,7 @@ def write_task(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if tokenizer is None:
-        tokenizer = train_tokenizer(task.texts(), vocab_size=vocab_size)
+        tokenizer = train_tokenizer([*corpus, *task.texts()], vocab_size=vocab_size)
     paths = {"train": out / "train.json", "test": out / "test.json", "tokenizer": out / "tokenizer"}
     write_text_atomic(paths["train"], json.dumps(task.train, indent=1) + "\n")
     write_text_atomic(paths["test"], json.dumps(task.test, indent=1) + "\n")
@@ -307,3 +309,100 @@ def answer_of(text: str) -> float | None:
     found = re.findall(r"-?\d+\.?\d*", text.replace(",", ""))
     return float(found[-1]) if found else None
 
+
+
+# ---------------------------------------------------------------------------------------------
+# The generic pretraining corpus of the study's base models
+# ---------------------------------------------------------------------------------------------
+
+_NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+                 "eleven", "twelve")
+_ADJECTIVES = ("red", "blue", "green", "small", "big", "old", "new", "round", "heavy", "light")
+_PLACES = ("in the park", "at home", "at school", "in the garden", "at the shop", "by the lake",
+           "in the kitchen", "on the bus")
+_VERBS = ("likes", "sees", "finds", "paints", "counts", "cleans", "carries", "sorts", "drops", "keeps")
+_SIMPLE = ("The sun is hot.", "The sky is blue.", "Birds can fly.", "Fish live in water.",
+           "A week has seven days.", "Snow is cold.", "Dogs like to run.", "Cats like to sleep.",
+           "Trees are tall.", "Rain makes the grass wet.", "We read books at school.",
+           "Friends like to share.", "A day has a morning and a night.")
+
+CORPUS_KINDS = ("arithmetic", "counting", "english")
+
+
+def _fact(rng: random.Random) -> str:
+    """One arithmetic fact on small numbers ("7 + 5 = 12.")."""
+    op = rng.choice("+-*/")
+    if op == "+":
+        a, b = rng.randint(0, 20), rng.randint(0, 20)
+        return f"{a} + {b} = {a + b}."
+    if op == "-":
+        a, b = sorted((rng.randint(0, 20), rng.randint(0, 20)), reverse=True)
+        return f"{a} - {b} = {a - b}."
+    if op == "*":
+        a, b = rng.randint(0, 9), rng.randint(0, 9)
+        return f"{a} * {b} = {a * b}."
+    b, c = rng.randint(1, 9), rng.randint(0, 9)
+    return f"{b * c} / {b} = {c}."
+
+
+def _counting(rng: random.Random) -> str:
+    """Counting, number words and comparisons ("3, 4, 5, 6." / "Seven is 7." / "9 is more than 4.")."""
+    kind = rng.randrange(4)
+    if kind == 0:
+        start, step = rng.randint(0, 30), rng.choice((1, 1, 2, 5, 10))
+        return ", ".join(str(start + step * i) for i in range(rng.randint(4, 8))) + "."
+    if kind == 1:
+        n = rng.randrange(len(_NUMBER_WORDS))
+        return f"{_NUMBER_WORDS[n].capitalize()} is {n}."
+    if kind == 2:
+        a, b = rng.sample(range(0, 40), 2)
+        return f"{max(a, b)} is more than {min(a, b)}." if rng.random() < 0.5 else \
+            f"{min(a, b)} is less than {max(a, b)}."
+    n = rng.randint(1, 9)
+    return f"{n} and {n} make {2 * n}. Half of {2 * n} is {n}."
+
+
+def _english(rng: random.Random) -> str:
+    """One simple English sentence about people and things, with no question and no arithmetic."""
+    kind = rng.randrange(4)
+    name, friend = rng.sample(_NAMES, 2)
+    obj = rng.choice(_OBJECTS)
+    if kind == 0:
+        return f"{name} {rng.choice(_VERBS)} the {rng.choice(_ADJECTIVES)} {obj} {rng.choice(_PLACES)}."
+    if kind == 1:
+        return f"{name} has {rng.randint(1, 12)} {obj}. {friend} has some {rng.choice(_CONTAINERS)}."
+    if kind == 2:
+        return f"{name} and {friend} play {rng.choice(_PLACES)}. They put the {obj} in the {rng.choice(_CONTAINERS)}."
+    return rng.choice(_SIMPLE)
+
+
+def make_pretraining_corpus(seed: int = 0, n_docs: int = 4000, *, sentences: tuple[int, int] = (3, 8)) -> list[str]:
+    """A generic text corpus for pretraining the study's tiny base models (not the task).
+
+    Each document is ``sentences`` (low, high) sentences drawn from three kinds in equal shares:
+    arithmetic facts on small numbers (sums and differences up to 20 + 20, the times table to 9 x 9,
+    exact divisions), counting and number words, and simple English sentences about people and
+    things (the names and objects of everyday text, never a question or a word problem). A base
+    model pretrained on it knows numbers, arithmetic facts and simple English, and has never seen the
+    task's prompt template, questions or answers: those come only with task fine-tuning.
+    """
+    if n_docs < 1:
+        raise KdlensError("the pretraining corpus needs n_docs >= 1")
+    lo, hi = sentences
+    if not 1 <= lo <= hi:
+        raise KdlensError("sentences must be (low, high) with 1 <= low <= high")
+    rng = random.Random(f"kdlens-pretraining-corpus-{seed}")
+    makers = (_fact, _counting, _english)
+    return [" ".join(rng.choice(makers)(rng) for _ in range(rng.randint(lo, hi))) for _ in range(n_docs)]
+
+
+def write_pretraining_corpus(path: str | os.PathLike, *, seed: int = 0, n_docs: int = 4000) -> dict:
+    """Write :func:`make_pretraining_corpus` as training records (``{"instruction": document,
+    "input": "", "output": ""}``, read with the ``text`` prompt template: the document alone).
+    Returns ``{"path": Path, "texts": list[str]}``."""
+    from kdlens.io import write_text_atomic
+
+    texts = make_pretraining_corpus(seed, n_docs)
+    records = [{"instruction": t, "input": "", "output": ""} for t in texts]
+    out = write_text_atomic(Path(path), json.dumps(records, indent=0) + "\n")
+    return {"path": out, "texts": texts}

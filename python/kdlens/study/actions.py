@@ -1,9 +1,13 @@
 """What each kind of study unit does. Each action reads its dependencies' records and writes its
 artifacts into its own unit folder; the worker records the returned dict in ``unit.json``.
 
-task: the data (synthetic: generated train/test files and a locally trained tokenizer).
-base: the base model (tiny configs: a seeded random init saved as a folder; otherwise the path).
-sft / kd: a training run (kdlens.train), resumed from its checkpoints when it was interrupted.
+task: the data (synthetic: generated train/test files, the generic pretraining corpus and a locally
+  trained tokenizer).
+base: the base model. Tiny configs: a seeded random init, pretrained on the generic corpus (a
+  kdlens.train run, resumed from its checkpoints when interrupted; ``[pretrain] max_steps = 0``
+  keeps the random init); any other model: its folder or hub id, already pretrained.
+sft / kd: a training run (kdlens.train) from the student's base, resumed from its checkpoints when it
+  was interrupted.
 eval: zero-shot evaluation of a trained or base model (kdlens.evaluate).
 compare: agreement and BLEU fidelity of a student against the teacher it learned from.
 report: the tidy results, agreement and fidelity tables, statistics and the report.
@@ -19,6 +23,7 @@ from typing import Callable
 from kdlens.errors import KdlensError
 from kdlens.study.config import StudyConfig
 from kdlens.study.plan import Plan, Unit
+from kdlens.study.store import unit_dir, unit_result
 
 
 @dataclass
@@ -30,83 +35,113 @@ class UnitContext:
 
     @property
     def dir(self) -> Path:
-        from kdlens.study.runner import unit_dir
-
         return unit_dir(self.study_dir, self.unit.id)
 
     def result_of(self, unit_id: str) -> dict:
-        from kdlens.study.runner import unit_result
-
         rec = unit_result(self.study_dir, unit_id)
         if rec is None:
             raise KdlensError(f"unit {unit_id} is not finished; run the study again")
         return rec["result"]
 
-    def dep(self, kind: str, index: int = 0) -> dict:
-        """The result of this unit's ``index``-th dependency of ``kind``."""
-        units = self.plan.by_id()
-        found = [d for d in self.unit.deps if units[d].kind == kind]
-        return self.result_of(found[index])
+    def dep(self, role: str) -> dict:
+        """The result of the dependency this unit names ``role`` (``"task"``, ``"teacher"``, ...)."""
+        if role not in self.unit.deps:
+            raise KdlensError(f"unit {self.unit.label} has no dependency {role!r} (it has: "
+                              f"{', '.join(self.unit.deps)}); re-plan the study")
+        return self.result_of(self.unit.deps[role])
 
 
 # --------------------------------------------------------------------------------------- task
 def run_task(ctx: UnitContext) -> dict:
     spec = ctx.cfg.task
     if spec.kind == "synthetic":
-        from kdlens.data.synthetic import OPERATIONS, make_task, write_task
+        from kdlens.data.synthetic import OPERATIONS, make_task, write_pretraining_corpus, write_task
 
         task = make_task(seed=spec.seed, n_train=spec.n_train, n_test=spec.n_test,
                          levels=spec.levels, operations=spec.operations or OPERATIONS,
                          rationale=spec.rationale)
-        paths = write_task(ctx.dir / "data" / "synthetic", task)
+        corpus = write_pretraining_corpus(ctx.dir / "data" / "corpus.json", seed=spec.seed,
+                                          n_docs=spec.corpus_docs)
+        # The tokenizer belongs to the base models: trained on the generic corpus and the task's
+        # training texts (never the test split), like a base LM's tokenizer trained on broad text.
+        paths = write_task(ctx.dir / "data" / "synthetic", task, corpus=corpus["texts"])
         return {"train_file": str(paths["train"]), "data_dir": str(ctx.dir / "data"),
                 "tokenizer": str(paths["tokenizer"]), "eval_tasks": list(spec.eval_tasks),
-                "family": spec.family}
+                "family": spec.family, "corpus_file": str(corpus["path"])}
     return {"train_file": str(Path(spec.train_file).resolve()),
             "data_dir": str(Path(spec.eval_data_dir).resolve()) if spec.eval_data_dir else None,
-            "tokenizer": None, "eval_tasks": list(spec.eval_tasks), "family": spec.family}
+            "tokenizer": None, "eval_tasks": list(spec.eval_tasks), "family": spec.family,
+            "corpus_file": None}
 
 
 # --------------------------------------------------------------------------------------- base
+PRETRAIN_DEFAULTS = {"mode": "sft", "template": "text", "lora": False, "max_steps": 0, "seed": 0,
+                     "progress": False}
+
+
 def run_base(ctx: UnitContext) -> dict:
     from kdlens.models import TINY_CONFIGS
 
     name = ctx.unit.params["model"]
     task = ctx.dep("task")
-    if name in TINY_CONFIGS:
-        from kdlens.models import load_tokenizer, make_tiny_model, size_in_billions
+    if name not in TINY_CONFIGS:  # a real base LM: already pretrained
+        return {"model": name, "adapter": None, "name": name, "size_b": None,
+                "tokenizer": task["tokenizer"] or name, "pretrain_steps": None}
+    from kdlens.models import load_tokenizer, make_tiny_model, size_in_billions
 
-        tok = load_tokenizer(task["tokenizer"])
-        model = make_tiny_model(name, tok, seed=int(ctx.cfg.base_models.get("seed", 0)))
-        out = ctx.dir / "model"
-        if not out.is_dir():  # written whole, then renamed: a killed worker leaves no half model
-            tmp = ctx.dir / "model.partial"
-            shutil.rmtree(tmp, ignore_errors=True)
-            model.save_pretrained(str(tmp))
-            tok.save_pretrained(str(tmp))
-            tmp.rename(out)
-        return {"model": str(out), "adapter": None, "name": name,
-                "size_b": size_in_billions(model), "tokenizer": str(out)}
-    return {"model": name, "adapter": None, "name": name, "size_b": None,
-            "tokenizer": task["tokenizer"] or name}
+    settings = {**PRETRAIN_DEFAULTS, **ctx.unit.params["pretrain"]}
+    tok = load_tokenizer(task["tokenizer"])
+    init = ctx.dir / "init"
+    if not init.is_dir():  # written whole, then renamed: a killed worker leaves no half model
+        model = make_tiny_model(name, tok, seed=int(settings["seed"]))
+        tmp = ctx.dir / "init.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(str(tmp))
+        tok.save_pretrained(str(tmp))
+        tmp.rename(init)
+    size_b = _size_b(init, size_in_billions)
+    if not settings["max_steps"]:
+        return {"model": str(init), "adapter": None, "name": name, "size_b": size_b,
+                "tokenizer": str(init), "pretrain_steps": 0}
+    if not task.get("corpus_file"):
+        raise KdlensError(f"base {name}: pretraining needs the generic corpus of a synthetic task; "
+                          "set [pretrain] max_steps = 0 for task.kind = 'files'")
+    chosen = _train_run(ctx, settings, data=task["corpus_file"], start=str(init), tokenizer=str(init))
+    return {"model": str(chosen), "adapter": None, "name": name, "size_b": size_b,
+            "tokenizer": str(init), "pretrain_steps": int(settings["max_steps"])}
+
+
+def _size_b(folder: Path, size_in_billions) -> float:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(folder)))
+    return size_in_billions(model)
 
 
 # --------------------------------------------------------------------------------------- train
-def _train(ctx: UnitContext, settings: dict) -> dict:
+def _train_run(ctx: UnitContext, settings: dict, *, data: str, start: str, tokenizer: str) -> Path:
+    """Run (or resume) one kdlens.train run in this unit's ``run/`` folder; the chosen checkpoint."""
     from kdlens.train import TrainConfig, train
 
-    task = ctx.dep("task")
-    student = ctx.dep("base")
     run_dir = ctx.dir / "run"
     resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
     cfg = TrainConfig.from_dict({
-        **ctx.cfg.train, **settings,
-        "out_dir": str(run_dir), "data": task["train_file"], "student": student["model"],
-        "tokenizer": student["tokenizer"], "resume": resume,
+        **settings, "out_dir": str(run_dir), "data": data, "student": start, "tokenizer": tokenizer,
+        "resume": resume,
     }, origin=f"study unit {ctx.unit.label}")
     result = train(cfg)
-    chosen = result.best_dir or result.final_dir  # the paper keeps the best validation-CE checkpoint
-    if cfg.lora:
+    return Path(result.best_dir or result.final_dir)  # the paper keeps the best validation-CE checkpoint
+
+
+def _train(ctx: UnitContext, settings: dict) -> dict:
+    task = ctx.dep("task")
+    student = ctx.dep("base")
+    merged = {**ctx.cfg.train, **settings}
+    chosen = _train_run(ctx, merged, data=task["train_file"], start=student["model"],
+                        tokenizer=student["tokenizer"])
+    if merged.get("lora", True):
         return {"model": student["model"], "adapter": str(chosen), "name": student["name"],
                 "size_b": student["size_b"], "tokenizer": student["tokenizer"]}
     return {"model": str(chosen), "adapter": None, "name": student["name"],
@@ -114,14 +149,15 @@ def _train(ctx: UnitContext, settings: dict) -> dict:
 
 
 def run_sft(ctx: UnitContext) -> dict:
-    return _train(ctx, {**ctx.cfg.sft, "mode": "sft", "seed": ctx.unit.params["seed"]})
+    p = ctx.unit.params
+    return _train(ctx, {**p["sft"], **p.get("teacher_sft", {}), "mode": "sft", "seed": p["seed"]})
 
 
 def run_kd(ctx: UnitContext) -> dict:
     p = ctx.unit.params
-    teacher = ctx.result_of(ctx.unit.deps[-1])
+    teacher = ctx.dep("teacher")
     settings = {
-        **ctx.cfg.kd, "mode": "kd", "objective": p["objective"], "temperature": p["temperature"],
+        **p["kd"], "mode": "kd", "objective": p["objective"], "temperature": p["temperature"],
         "noise_sigma": p["noise_sigma"], "teacher_kind": p["teacher_kind"], "seed": p["seed"],
         "teacher": teacher["model"], "teacher_adapter": teacher["adapter"],
     }
@@ -149,7 +185,7 @@ def run_eval(ctx: UnitContext) -> dict:
     seeds = tuple(opts.get("seeds", (opts.get("seed", 6),)))
     decoding = Decoding(seeds=seeds, **{k: opts[k] for k in _DECODING_KEYS if k in opts})
     task = ctx.dep("task")
-    trained = ctx.result_of(ctx.unit.params["of"])
+    trained = ctx.dep("model")
     result = evaluate(trained["model"], task["eval_tasks"], ctx.dir / "eval", adapter=trained["adapter"],
                       decoding=decoding, data_dir=task["data_dir"], limit=opts.get("limit"),
                       dtype=opts.get("dtype"), name=ctx.unit.params["of"], progress=False)
@@ -163,8 +199,8 @@ def run_compare(ctx: UnitContext) -> dict:
     from kdlens.evaluate import compare
     from kdlens.io import write_table_atomic
 
-    teacher_eval = ctx.result_of(ctx.unit.deps[0])
-    student_eval = ctx.result_of(ctx.unit.deps[1])
+    teacher_eval = ctx.dep("teacher_eval")
+    student_eval = ctx.dep("student_eval")
     table = compare(teacher_eval["eval_dir"], student_eval["eval_dir"])
     write_table_atomic(table, ctx.dir / "compare.parquet")
     rows = [{"task": r["task"], "family": r["family"], "agreement": r["agreement"],

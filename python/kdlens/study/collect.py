@@ -1,7 +1,9 @@
 """Gather a finished study's units into the tidy tables kdlens.stats reads, and write the report.
 
-scores: one row per (evaluated model, task): BaseModel and SFT rows for every model, KD rows with
-their teacher, objective (as the paper's method name), temperature, noise and teacher kind.
+scores: one row per (evaluated model, task): BaseModel rows for every base, SFT rows (one per seed
+for students, one for each task-aware teacher), KD rows (one per seed) with their teacher, objective
+(as the paper's method name), temperature, noise and teacher kind. ``seed`` marks repeated runs;
+the analyses average over it.
 agreement / fidelity: one row per (compared student, task) against the teacher it learned from.
 """
 
@@ -16,7 +18,7 @@ from kdlens.study.plan import Plan
 def collect_tables(study_dir: Path, plan: Plan) -> dict:
     import polars as pl
 
-    from kdlens.study.runner import unit_result
+    from kdlens.study.store import unit_result
 
     units = plan.by_id()
     results = {u.id: unit_result(study_dir, u.id) for u in plan.units if u.kind != "report"}
@@ -31,11 +33,11 @@ def collect_tables(study_dir: Path, plan: Plan) -> dict:
         res = results[trained_id]["result"]
         row = {"student": u.params.get("student", u.params.get("model")), "teacher": None,
                "temperature": None, "noise_sigma": 0.0, "teacher_kind": None,
-               "student_size_b": res.get("size_b"), "run_id": trained_id}
+               "student_size_b": res.get("size_b"), "run_id": trained_id, "seed": None}
         if u.kind == "base":
             row["method"] = "BaseModel"
         elif u.kind == "sft":
-            row["method"] = "SFT"
+            row.update(method="SFT", seed=u.params["seed"])
         else:
             row.update(method=method_name(u.params["objective"]), teacher=u.params["teacher"],
                        temperature=float(u.params["temperature"]),
@@ -56,7 +58,7 @@ def collect_tables(study_dir: Path, plan: Plan) -> dict:
             fid_rows.append({**info, **row})
     schema = {"teacher": pl.String, "student": pl.String, "method": pl.String,
               "temperature": pl.Float64, "noise_sigma": pl.Float64, "teacher_kind": pl.String,
-              "student_size_b": pl.Float64, "run_id": pl.String, "task": pl.String,
+              "student_size_b": pl.Float64, "run_id": pl.String, "seed": pl.Int64, "task": pl.String,
               "family": pl.String}
     frame = lambda rows, value: pl.DataFrame(  # noqa: E731
         [{k: r.get(k) for k in [*schema, value]} for r in rows],

@@ -1,22 +1,26 @@
-"""Study configuration: a TOML file (or a built-in preset) read into frozen dataclasses.
+"""Study configuration: a TOML file (or a built-in preset) read into frozen dataclasses, checked by
+kdlens.config (types, ranges, choices and help per key).
 
 The grid is one factor at a time around the paper's main runs, which is how the paper ran it:
 every (teacher, student) pair gets each objective at T=1 with sigma=0 and a task-aware teacher; the
-``ablation_students`` additionally get the temperature sweep (objectives that use T), the noise
-sweep (forward KL, T=1) and the task-unaware (base) teacher. ``grid.mode = "full"`` runs the whole
-product instead. Sections ``train``, ``sft``, ``kd`` and ``evaluate`` are passed through to the
-stages (``kdlens.train.TrainConfig`` and ``kdlens.evaluate``), which validate their own keys.
+``ablation_students`` additionally get the temperature sweep (objectives that use T), and the noise
+sweep and the task-unaware (base) teacher on ``ablation_objectives`` (T=1). Every student-side run
+(SFT and KD) is repeated for each of ``grid.seeds``. ``grid.mode = "full"`` runs the whole product
+instead. Sections ``train``, ``sft``, ``teacher_sft``, ``kd``, ``pretrain`` and ``evaluate`` are
+passed through to the stages (``kdlens.train.TrainConfig`` and ``kdlens.evaluate``), which validate
+their own keys.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from kdlens.config import option
 from kdlens.errors import KdlensError
 
 METHOD_NAMES = {"forward_kl": "SeqKD", "reverse_kl": "RevKD", "jsd": "GKD"}
@@ -33,39 +37,41 @@ def method_name(objective: str) -> str:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    kind: str = "synthetic"  # "synthetic" | "files"
-    seed: int = 0
-    n_train: int = 2000
-    n_test: int = 200
-    train_file: str | None = None  # kind = "files": LLM-Adapters training records
-    eval_tasks: tuple[str, ...] = ("synthetic",)  # task names of kdlens.tasks
-    eval_data_dir: str | None = None  # folder holding the evaluation files (kind = "files")
-    family: str = "synthetic"
-    # kind = "synthetic": generation options of kdlens.data.synthetic.make_task
-    levels: tuple[int, ...] = (1, 2)  # difficulty levels (1: one-digit operands)
-    operations: tuple[str, ...] = ()  # operation types; empty: all of them
-    rationale: str = "full"  # output style: "full" or "equations"
+    kind: str = option("synthetic", help="synthetic (generated offline) or files (LLM-Adapters records)",
+                       choices=("synthetic", "files"))
+    seed: int = option(0, help="seed of the generated task and corpus", range=(0, 2**31 - 1))
+    n_train: int = option(2000, help="training problems (synthetic)", range=(1, None))
+    n_test: int = option(200, help="test problems (synthetic)", range=(1, None))
+    train_file: str | None = option(None, help="training records (kind = files)")
+    eval_tasks: tuple[str, ...] = option(("synthetic",), help="task names of kdlens.tasks to evaluate on")
+    eval_data_dir: str | None = option(None, help="folder holding the evaluation files (kind = files)")
+    family: str = option("synthetic", help="task family the scores are reported under")
+    levels: tuple[int, ...] = option((1, 2), help="difficulty levels of the synthetic problems (1: one-digit operands)")
+    operations: tuple[str, ...] = option((), help="operation types of the synthetic problems; empty: all of them")
+    rationale: str = option("full", help="output style of the synthetic problems", choices=("full", "equations"))
+    corpus_docs: int = option(4000, help="documents of the generic pretraining corpus of tiny base models "
+                              "(kdlens.data.synthetic.make_pretraining_corpus)", range=(1, None))
 
     def __post_init__(self):
-        if self.kind not in ("synthetic", "files"):
-            raise KdlensError(f"task.kind must be 'synthetic' or 'files', not {self.kind!r}")
         if self.kind == "files" and not self.train_file:
             raise KdlensError("task.kind = 'files' needs task.train_file (LLM-Adapters records)")
-        if self.n_train < 1 or self.n_test < 1:
-            raise KdlensError("task.n_train and task.n_test must be >= 1")
 
 
 @dataclass(frozen=True)
 class ModelsSpec:
-    teachers: tuple[str, ...] = ("tiny-teacher",)
-    students: tuple[str, ...] = ("tiny-s1", "tiny-s2", "tiny-s3")
-    # Explicit (teacher, student) pairs; empty means every teacher with every student.
-    pairs: tuple[tuple[str, str], ...] = ()
+    teachers: tuple[str, ...] = option(("tiny-teacher",), help="teacher models (tiny names, folders or hub ids)")
+    students: tuple[str, ...] = option(("tiny-s1", "tiny-s2", "tiny-s3", "tiny-s4"), help="student models")
+    pairs: tuple[tuple[str, str], ...] = option((), help="explicit (teacher, student) pairs; empty: every teacher "
+                                                "with every student")
 
     def __post_init__(self):
         if not self.teachers or not self.students:
             raise KdlensError("models.teachers and models.students must each name at least one model")
-        for t, s in self.pairs:
+        object.__setattr__(self, "pairs", tuple(tuple(p) for p in self.pairs))
+        for pair in self.pairs:
+            if len(pair) != 2:
+                raise KdlensError(f"models.pairs entries must be [teacher, student], got {list(pair)}")
+            t, s = pair
             if t not in self.teachers or s not in self.students:
                 raise KdlensError(
                     f"models.pairs names ({t!r}, {s!r}) but the teacher must be in models.teachers "
@@ -79,52 +85,58 @@ class ModelsSpec:
 
 @dataclass(frozen=True)
 class GridSpec:
-    objectives: tuple[str, ...] = ("forward_kl", "reverse_kl", "jsd")
-    temperatures: tuple[float, ...] = (1.0, 2.0, 5.0)
-    noise_sigmas: tuple[float, ...] = (0.0, 1.0, 5.0)
-    task_unaware: bool = True
-    ablation_students: tuple[str, ...] = ()  # empty: every student
-    mode: str = "ablation"  # "ablation" (one factor at a time) | "full" (whole product)
-    seeds: tuple[int, ...] = (0,)
+    objectives: tuple[str, ...] = option(("forward_kl", "reverse_kl", "jsd"), help="KD objectives of the main runs")
+    temperatures: tuple[float, ...] = option((1.0, 2.0, 5.0), help="temperature sweep (objectives that use T)")
+    noise_sigmas: tuple[float, ...] = option((0.0, 1.0, 5.0), help="teacher-noise sweep (T = 1)")
+    task_unaware: bool = option(True, help="also distil from the task-unaware (base) teacher")
+    ablation_students: tuple[str, ...] = option((), help="students that get the ablations; empty: every student")
+    ablation_objectives: tuple[str, ...] = option((), help="objectives of the noise and teacher-kind ablations; "
+                                                  "empty: the first objective")
+    mode: str = option("ablation", help="ablation (one factor at a time) or full (whole product)",
+                       choices=("ablation", "full"))
+    seeds: tuple[int, ...] = option((0,), help="training seeds: every student-side run (SFT and KD) is repeated "
+                                    "for each; the task-aware teacher is trained once, with the first")
 
     def __post_init__(self):
-        unknown = [o for o in self.objectives if o not in KNOWN_OBJECTIVES]
-        if unknown:
-            raise KdlensError(
-                f"grid.objectives has unknown objective(s) {unknown}; known: {', '.join(KNOWN_OBJECTIVES)}")
-        if self.mode not in ("ablation", "full"):
-            raise KdlensError(f"grid.mode must be 'ablation' or 'full', not {self.mode!r}")
+        for name in ("objectives", "ablation_objectives"):
+            unknown = [o for o in getattr(self, name) if o not in KNOWN_OBJECTIVES]
+            if unknown:
+                raise KdlensError(
+                    f"grid.{name} has unknown objective(s) {unknown}; known: {', '.join(KNOWN_OBJECTIVES)}")
         if any(t <= 0 for t in self.temperatures):
             raise KdlensError("grid.temperatures must all be > 0")
         if any(s < 0 for s in self.noise_sigmas):
             raise KdlensError("grid.noise_sigmas must all be >= 0")
         if not self.seeds:
             raise KdlensError("grid.seeds must name at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise KdlensError(f"grid.seeds repeats a seed: {list(self.seeds)}")
+
+    def noise_objectives(self) -> tuple[str, ...]:
+        return self.ablation_objectives or self.objectives[:1]
 
 
 @dataclass(frozen=True)
 class StudyConfig:
-    name: str = "synthetic-mini"
-    jobs: int = 1  # units run in parallel (processes on this machine)
+    name: str = option("synthetic-mini", help="study name (report title)")
+    jobs: int = option(1, help="units run in parallel (processes on this machine)", range=(1, 1024))
     # GPUs the units may use (CUDA_VISIBLE_DEVICES ids). Empty: every GPU `nvidia-smi -L` lists (none
     # on a CPU machine). A model unit holds one GPU (a torchrun unit nproc_per_node GPUs) while it runs.
-    devices: tuple[str, ...] = ()
-    # Processes per training unit: > 1 runs each SFT/KD unit under torchrun (DDP), one GPU each.
-    nproc_per_node: int = 1
-    task: TaskSpec = field(default_factory=TaskSpec)
-    models: ModelsSpec = field(default_factory=ModelsSpec)
-    grid: GridSpec = field(default_factory=GridSpec)
-    train: dict = field(default_factory=dict)  # common to every training unit
-    sft: dict = field(default_factory=dict)  # SFT (and task-aware teacher) units only
-    kd: dict = field(default_factory=dict)  # KD units only
-    evaluate: dict = field(default_factory=dict)  # decoding and evaluation options
-    base_models: dict = field(default_factory=dict)  # pretraining of synthetic base models
+    devices: tuple[str, ...] = option((), help="GPU ids units may use; empty: every GPU nvidia-smi lists")
+    nproc_per_node: int = option(1, help="processes per training unit (> 1: torchrun, one GPU each)", range=(1, 1024))
+    task: TaskSpec = option(default_factory=TaskSpec, help="[task]: the data")
+    models: ModelsSpec = option(default_factory=ModelsSpec, help="[models]: teachers, students, pairs")
+    grid: GridSpec = option(default_factory=GridSpec, help="[grid]: objectives, ablations, seeds")
+    train: dict = option(default_factory=dict, help="[train]: kdlens.train options of every training unit")
+    sft: dict = option(default_factory=dict, help="[sft]: options of SFT units (students and teachers)")
+    teacher_sft: dict = option(default_factory=dict, help="[teacher_sft]: options of the task-aware teacher's "
+                               "fine-tuning, over [train] and [sft]")
+    kd: dict = option(default_factory=dict, help="[kd]: options of KD units")
+    evaluate: dict = option(default_factory=dict, help="[evaluate]: decoding and evaluation options")
+    pretrain: dict = option(default_factory=dict, help="[pretrain]: kdlens.train options of the pretraining of "
+                            "tiny base models on the generic corpus (max_steps = 0: random bases)")
 
     def __post_init__(self):
-        if self.jobs < 1:
-            raise KdlensError("jobs must be >= 1")
-        if self.nproc_per_node < 1:
-            raise KdlensError("nproc_per_node must be >= 1")
         object.__setattr__(self, "devices", tuple(str(d) for d in self.devices))
         students = set(self.models.students)
         missing = [s for s in self.grid.ablation_students if s not in students]
@@ -138,33 +150,20 @@ class StudyConfig:
 _SECTIONS = {"task": TaskSpec, "models": ModelsSpec, "grid": GridSpec}
 
 
-def _build(cls, data: dict, where: str):
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise KdlensError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(names)}")
-    kwargs = {}
-    for key, value in data.items():
-        if isinstance(value, list):
-            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
-        kwargs[key] = value
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise KdlensError(f"{where}: {exc}") from exc
-
-
 def study_config_from_dict(data: dict, where: str = "study config") -> StudyConfig:
+    """A StudyConfig from a TOML-shaped dict; types, ranges and choices checked by kdlens.config."""
+    from kdlens.config import from_dict
+
     data = dict(data)
     for section, cls in _SECTIONS.items():
         if section in data:
             if not isinstance(data[section], dict):
                 raise KdlensError(f"{where}: [{section}] must be a table")
-            data[section] = _build(cls, data[section], f"{where} [{section}]")
-    return _build(StudyConfig, data, where)
+            data[section] = from_dict(cls, data[section], origin=f"{where} [{section}]")
+    return from_dict(StudyConfig, data, origin=where)
 
 
-PRESETS = ("synthetic", "smoke", "paper-qwen-math")
+PRESETS = ("synthetic", "quick", "smoke", "paper-qwen-math")
 
 
 def load_study_config(source: str | Path | None = None) -> StudyConfig:

@@ -2,9 +2,11 @@
 
 A unit's id is a hash of its kind, its parameters and the ids of the units it depends on, so a
 changed setting changes the id of that unit and of everything downstream, and an unchanged unit
-keeps its finished artifacts. Order: task data and base models, then SFT (the SFT of a teacher is
-its task-aware version), KD after its teacher, evaluation after training, comparison after both
-sides are evaluated, the report last.
+keeps its finished artifacts. A unit names its dependencies (``deps["teacher"]``). Order: task data
+(and the generic pretraining corpus), then the base models (tiny ones pretrained on the corpus),
+then SFT from each base (the SFT of a teacher is its task-aware version, trained once; every
+student's SFT once per seed), KD after its teacher (once per seed), evaluation after training,
+comparison after both sides are evaluated, the report last.
 """
 
 from __future__ import annotations
@@ -37,24 +39,23 @@ class Unit:
     kind: str
     label: str  # human-readable, e.g. "kd tiny-teacher->tiny-s1 RevKD T=2"
     params: dict
-    deps: tuple[str, ...] = ()
+    deps: dict[str, str] = field(default_factory=dict)  # role -> unit id, e.g. {"teacher": "sft-..."}
     id: str = field(default="")
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"unknown unit kind {self.kind}")
         if not self.id:
-            digest = _digest({"kind": self.kind, "params": self.params, "deps": sorted(self.deps)})
+            digest = _digest({"kind": self.kind, "params": self.params, "deps": sorted(self.deps.items())})
             object.__setattr__(self, "id", f"{self.kind}-{_slug(self.label.split(' ', 1)[-1])}-{digest}")
 
     def to_dict(self) -> dict:
         return {"id": self.id, "kind": self.kind, "label": self.label, "params": self.params,
-                "deps": list(self.deps)}
+                "deps": dict(self.deps)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Unit":
-        return cls(kind=d["kind"], label=d["label"], params=d["params"], deps=tuple(d["deps"]),
-                   id=d["id"])
+        return cls(kind=d["kind"], label=d["label"], params=d["params"], deps=dict(d["deps"]), id=d["id"])
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class Plan:
             raise KdlensError("the study grid has duplicate units; remove repeated values from the config")
         seen: set[str] = set()
         for u in self.units:  # topological order is an invariant of the plan
-            missing = [d for d in u.deps if d not in seen]
+            missing = [d for d in u.deps.values() if d not in seen]
             if missing:
                 raise ValueError(f"unit {u.id} depends on {missing} planned after it")
             seen.add(u.id)
@@ -124,11 +125,11 @@ def kd_runs(cfg: StudyConfig) -> list[KDRun]:
             for obj in g.objectives:  # temperature sweep
                 for t in temps(obj):
                     runs.append(KDRun(teacher, student, obj, t, 0.0, "task_aware", seed))
-            first = g.objectives[0]  # noise sweep and task-unaware teacher on the first objective
-            for s in g.noise_sigmas:
-                runs.append(KDRun(teacher, student, first, 1.0, s, "task_aware", seed))
-            if g.task_unaware:
-                runs.append(KDRun(teacher, student, first, 1.0, 0.0, "task_unaware", seed))
+            for obj in g.noise_objectives():  # noise sweep and task-unaware teacher, T = 1
+                for s in g.noise_sigmas:
+                    runs.append(KDRun(teacher, student, obj, 1.0, s, "task_aware", seed))
+                if g.task_unaware:
+                    runs.append(KDRun(teacher, student, obj, 1.0, 0.0, "task_unaware", seed))
     unique: list[KDRun] = []
     for r in runs:
         if r not in unique:
@@ -141,54 +142,69 @@ def plan_study(cfg: StudyConfig) -> Plan:
     units: list[Unit] = []
     task = Unit("task", "task " + cfg.task.kind, {"task": cfg.to_dict()["task"]})
     units.append(task)
+    many = len(cfg.grid.seeds) > 1
+    seed_tag = (lambda seed: f" seed={seed}") if many else (lambda seed: "")
 
     models = list(dict.fromkeys(cfg.models.teachers + cfg.models.students))
     base: dict[str, Unit] = {}
     for m in models:
-        u = Unit("base", f"base {m}", {"model": m, "base_models": cfg.base_models}, (task.id,))
+        u = Unit("base", f"base {m}", {"model": m, "pretrain": cfg.pretrain}, {"task": task.id})
         base[m] = u
         units.append(u)
 
     seed0 = cfg.grid.seeds[0]
-    sft: dict[str, Unit] = {}
-    for m in models:
-        u = Unit("sft", f"sft {m}", {"model": m, "seed": seed0, "train": cfg.train, "sft": cfg.sft},
-                 (task.id, base[m].id))
-        sft[m] = u
+    teacher_sft: dict[str, Unit] = {}  # the task-aware teacher: teacher base + task fine-tuning, once
+    for m in cfg.models.teachers:
+        u = Unit("sft", f"sft {m} (task-aware teacher)",
+                 {"model": m, "seed": seed0, "train": cfg.train, "sft": cfg.sft, "teacher_sft": cfg.teacher_sft},
+                 {"task": task.id, "base": base[m].id})
+        teacher_sft[m] = u
         units.append(u)
+    student_sft: dict[tuple[str, int], Unit] = {}  # every student, every seed
+    for seed in cfg.grid.seeds:
+        for m in cfg.models.students:
+            u = Unit("sft", f"sft {m}{seed_tag(seed)}",
+                     {"model": m, "seed": seed, "train": cfg.train, "sft": cfg.sft},
+                     {"task": task.id, "base": base[m].id})
+            student_sft[(m, seed)] = u
+            units.append(u)
+
+    def teacher_of(r: KDRun) -> Unit:
+        return teacher_sft[r.teacher] if r.teacher_kind == "task_aware" else base[r.teacher]
 
     kd: list[tuple[KDRun, Unit]] = []
     for r in kd_runs(cfg):
-        teacher_unit = sft[r.teacher] if r.teacher_kind == "task_aware" else base[r.teacher]
         label = (f"kd {r.teacher}->{r.student} {method_name(r.objective)} T={r.temperature:g} "
                  f"sigma={r.noise_sigma:g}" + (" base-teacher" if r.teacher_kind == "task_unaware" else "")
-                 + (f" seed={r.seed}" if len(cfg.grid.seeds) > 1 else ""))
+                 + seed_tag(r.seed))
         u = Unit("kd", label, {**r.__dict__, "train": cfg.train, "kd": cfg.kd},
-                 (task.id, base[r.student].id, teacher_unit.id))
+                 {"task": task.id, "base": base[r.student].id, "teacher": teacher_of(r).id})
         kd.append((r, u))
         units.append(u)
 
     evals: dict[str, Unit] = {}
-    for trained in [*base.values(), *sft.values(), *(u for _, u in kd)]:
-        e = Unit("eval", "eval " + trained.label, {"of": trained.id, "evaluate": cfg.evaluate},
-                 (task.id, trained.id))
+    trained_units = [*base.values(), *teacher_sft.values(), *student_sft.values(), *(u for _, u in kd)]
+    for trained in trained_units:
+        e = Unit("eval", "eval " + trained.label,
+                 {"of": trained.id, "evaluate": cfg.evaluate}, {"task": task.id, "model": trained.id})
         evals[trained.id] = e
         units.append(e)
 
     compares: list[Unit] = []
-    for teacher, student in cfg.models.all_pairs():  # SFT student vs its task-aware teacher
-        t_eval, s_eval = evals[sft[teacher].id], evals[sft[student].id]
-        compares.append(Unit("compare", f"compare SFT {teacher}->{student}",
-                             {"teacher": teacher, "student": student, "of": sft[student].id},
-                             (t_eval.id, s_eval.id)))
+    for teacher, student in cfg.models.all_pairs():  # SFT student vs the task-aware teacher
+        for seed in cfg.grid.seeds:
+            s_unit = student_sft[(student, seed)]
+            compares.append(Unit("compare", f"compare SFT {teacher}->{student}{seed_tag(seed)}",
+                                 {"teacher": teacher, "student": student, "of": s_unit.id},
+                                 {"teacher_eval": evals[teacher_sft[teacher].id].id,
+                                  "student_eval": evals[s_unit.id].id}))
     for r, u in kd:  # KD student vs the teacher it learned from
-        teacher_unit = sft[r.teacher] if r.teacher_kind == "task_aware" else base[r.teacher]
         compares.append(Unit("compare", "compare " + u.label.split(" ", 1)[1],
                              {"teacher": r.teacher, "student": r.student, "of": u.id},
-                             (evals[teacher_unit.id].id, evals[u.id].id)))
+                             {"teacher_eval": evals[teacher_of(r).id].id, "student_eval": evals[u.id].id}))
     units.extend(compares)
 
     report = Unit("report", "report " + cfg.name, {"name": cfg.name},
-                  tuple(u.id for u in units if u.kind in ("eval", "compare")))
+                  {u.id: u.id for u in units if u.kind in ("eval", "compare")})
     units.append(report)
     return Plan(config=cfg.to_dict(), units=tuple(units))

@@ -11,7 +11,6 @@ and running it again finishes the study; training units resume from their own ch
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import subprocess
@@ -22,23 +21,12 @@ from pathlib import Path
 from typing import Callable
 
 from kdlens.errors import KdlensError
-from kdlens.io import write_json_atomic
 from kdlens.study.config import StudyConfig
 from kdlens.study.plan import Plan, Unit, plan_study
+from kdlens.study.progress import expected_cost, planned_steps, remaining_path_cost, training_step
+from kdlens.study.store import UNIT_DONE, load_plan, unit_dir, unit_result, write_plan
 
-UNIT_DONE = "unit.json"
-
-
-def unit_dir(study_dir: Path, unit_id: str) -> Path:
-    return Path(study_dir) / "units" / unit_id
-
-
-def unit_result(study_dir: Path, unit_id: str) -> dict | None:
-    """The finished unit's record, or None while it is not finished."""
-    path = unit_dir(study_dir, unit_id) / UNIT_DONE
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text())
+__all__ = ["UNIT_DONE", "StudyOutcome", "describe_plan", "load_plan", "run_study", "unit_dir", "unit_result"]
 
 
 @dataclass
@@ -71,10 +59,6 @@ def describe_plan(plan: Plan, study_dir: Path) -> str:
         lines.append(f"  {'done   ' if done else 'pending'}  {u.label:<60}  {u.id}")
     summary = ", ".join(f"{k}: {n} ({d} done)" for k, (n, d) in counts.items())
     return f"{len(plan.units)} units in {study_dir}\n  {summary}\n" + "\n".join(lines)
-
-
-def _write_plan(plan: Plan, study_dir: Path) -> None:
-    write_json_atomic(study_dir / "plan.json", plan.to_dict())
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec (Linux)
@@ -195,7 +179,7 @@ def run_study(
     study_dir = Path(study_dir).resolve()
     study_dir.mkdir(parents=True, exist_ok=True)
     plan = plan_study(cfg)
-    _write_plan(plan, study_dir)
+    write_plan(plan, study_dir)
     jobs = jobs or cfg.jobs
     cores = os.cpu_count() or 1
     threads = max(1, cores // jobs)
@@ -204,16 +188,23 @@ def run_study(
 
     units = plan.by_id()
     outcome = StudyOutcome(study_dir)
-    pending = [u for u in plan.units]
+    # Progress counts expected seconds (units differ 1000x in cost); ready units start costliest
+    # remaining chain first, so the long teacher chain is not left for last.
+    cost = {u.id: expected_cost(u, plan) for u in plan.units}
+    priority = remaining_path_cost(plan, cost)
+    pending = sorted(plan.units, key=lambda u: -priority[u.id])
     for u in list(pending):
         if unit_result(study_dir, u.id) is not None:
             outcome.skipped.append(u.id)
             pending.remove(u)
     finished = set(outcome.skipped)
     running: dict[str, _UnitProcess] = {}
-    bar = tqdm(total=len(plan.units), initial=len(finished), unit="unit", desc=cfg.name,
-               disable=not progress, dynamic_ncols=True)
+    done_cost = sum(cost[i] for i in finished)
+    bar = tqdm(total=round(sum(cost.values()), 1), initial=round(done_cost, 1), desc=cfg.name,
+               disable=not progress, dynamic_ncols=True,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} (work weighted by expected cost)")
     say = echo or (lambda s: bar.write(s))
+    last_report = time.perf_counter()
     start = time.perf_counter()
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
@@ -226,12 +217,12 @@ def run_study(
     try:
         while pending or running:
             for u in list(pending):
-                if any(d in dead for d in u.deps):
+                if any(d in dead for d in u.deps.values()):
                     pending.remove(u)
                     dead.add(u.id)
                     outcome.blocked.append(u.id)
                     say(f"[blocked] {u.label}: a unit it needs failed")
-            ready = [u for u in pending if all(d in finished for d in u.deps)]
+            ready = [u for u in pending if all(d in finished for d in u.deps.values())]
             for u in ready:
                 if len(running) >= jobs:
                     break
@@ -241,11 +232,27 @@ def run_study(
                 held, free_gpus = free_gpus[:need[u.id]], free_gpus[need[u.id]:]
                 unit_dir(study_dir, u.id).mkdir(parents=True, exist_ok=True)
                 running[u.id] = _UnitProcess(study_dir, u, cfg, threads, env, mp_ctx, held)
+                say(f"[start] {u.label}")
             if not running:
                 if pending:  # nothing can run: only blocked work is left (handled above)
                     continue
                 break
             time.sleep(0.05)
+            if time.perf_counter() - last_report >= 15.0:  # training steps of the running units
+                last_report = time.perf_counter()
+                partial = 0.0
+                lines = []
+                for uid, proc in running.items():
+                    u, total = units[uid], planned_steps(units[uid], plan)
+                    step = training_step(unit_dir(study_dir, uid) / "run") if total else None
+                    if step is not None:
+                        partial += cost[uid] * min(1.0, step / total)
+                        lines.append(f"{u.label}: step {step}/{total}")
+                    else:
+                        lines.append(f"{u.label}: {last_report - proc.started:.0f}s")
+                bar.n = round(done_cost + partial, 1)
+                bar.refresh()
+                say(f"[running {time.perf_counter() - start:6.0f}s] " + "; ".join(lines))
             for uid, proc in list(running.items()):
                 rc = proc.poll()
                 if rc is None:
@@ -258,7 +265,9 @@ def run_study(
                 if rc == 0 and unit_result(study_dir, uid) is not None:
                     finished.add(uid)
                     outcome.done.append(uid)
-                    bar.update(1)
+                    done_cost += cost[uid]
+                    bar.n = round(done_cost, 1)
+                    bar.refresh()
                     say(f"[done {took:7.1f}s] {u.label}")
                 else:
                     dead.add(uid)
@@ -280,10 +289,3 @@ def _tail(path: Path, lines: int = 15) -> str:
     except OSError:
         return ""
     return "\n".join("    " + line for line in text[-lines:])
-
-
-def load_plan(study_dir: Path) -> Plan:
-    path = Path(study_dir) / "plan.json"
-    if not path.is_file():
-        raise KdlensError(f"{study_dir}: no plan.json; is this a kdlens study folder?")
-    return Plan.from_dict(json.loads(path.read_text()))

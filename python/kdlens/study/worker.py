@@ -13,10 +13,9 @@ from pathlib import Path
 
 
 def run_unit(study_dir: Path, unit_id: str) -> dict:
-    from kdlens.io import write_json_atomic
     from kdlens.study.actions import ACTIONS, UnitContext
     from kdlens.study.config import study_config_from_dict
-    from kdlens.study.runner import UNIT_DONE, load_plan, unit_dir
+    from kdlens.study.store import load_plan, write_unit_result
 
     plan = load_plan(study_dir)
     units = plan.by_id()
@@ -32,7 +31,7 @@ def run_unit(study_dir: Path, unit_id: str) -> dict:
               "started_unix": round(started, 3), "ended_unix": round(time.time(), 3),
               "devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "result": result}
     if int(os.environ.get("RANK", "0")) == 0:
-        write_json_atomic(unit_dir(study_dir, unit_id) / UNIT_DONE, record)
+        write_unit_result(study_dir, unit_id, record)
     return record
 
 
