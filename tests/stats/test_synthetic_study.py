@@ -108,9 +108,9 @@ def test_h2_with_one_teacher_is_undefined_and_says_so(units):
     assert "constant" in row["note"]
 
 
-def test_holm_flags_follow_the_adjusted_p(units):
+def test_holm_flags_follow_the_adjusted_permutation_p(units):
     frame = h1_improvement_ttest(units, bootstrap=0)
-    ps = frame["p_value"].to_list()
+    ps = frame["p_exact"].to_list()
     m = len(ps)
     order = sorted(range(m), key=lambda i: ps[i])
     running = 0.0

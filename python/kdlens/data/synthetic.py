@@ -330,13 +330,18 @@ CORPUS_KINDS = ("arithmetic", "counting", "english")
 
 
 def _fact(rng: random.Random) -> str:
-    """One arithmetic fact on small numbers ("7 + 5 = 12.")."""
+    """One arithmetic fact on small numbers ("7 + 5 = 12."): mostly one-digit operands, sometimes a
+    two-digit number and a digit; the times table to 9 x 9; exact divisions by 1..9."""
     op = rng.choice("+-*/")
+    small = rng.random() < 0.6
     if op == "+":
-        a, b = rng.randint(0, 20), rng.randint(0, 20)
+        a, b = rng.randint(0, 9) if small else rng.randint(10, 40), rng.randint(0, 9)
+        if rng.random() < 0.5:
+            a, b = b, a
         return f"{a} + {b} = {a + b}."
     if op == "-":
-        a, b = sorted((rng.randint(0, 20), rng.randint(0, 20)), reverse=True)
+        b = rng.randint(0, 9)
+        a = b + (rng.randint(0, 9) if small else rng.randint(10, 40))
         return f"{a} - {b} = {a - b}."
     if op == "*":
         a, b = rng.randint(0, 9), rng.randint(0, 9)
@@ -379,10 +384,11 @@ def _english(rng: random.Random) -> str:
 def make_pretraining_corpus(seed: int = 0, n_docs: int = 4000, *, sentences: tuple[int, int] = (3, 8)) -> list[str]:
     """A generic text corpus for pretraining the study's tiny base models (not the task).
 
-    Each document is ``sentences`` (low, high) sentences drawn from three kinds in equal shares:
-    arithmetic facts on small numbers (sums and differences up to 20 + 20, the times table to 9 x 9,
-    exact divisions), counting and number words, and simple English sentences about people and
-    things (the names and objects of everyday text, never a question or a word problem). A base
+    Each document is ``sentences`` (low, high) sentences drawn from three kinds: arithmetic facts on
+    small numbers (half of the sentences: sums and differences of a number up to 49 and a digit, the
+    times table to 9 x 9, exact divisions), counting and number words (a fifth), and simple English
+    sentences about people and things (the names and objects of everyday text, never a question or
+    a word problem). A base
     model pretrained on it knows numbers, arithmetic facts and simple English, and has never seen the
     task's prompt template, questions or answers: those come only with task fine-tuning.
     """
@@ -392,8 +398,9 @@ def make_pretraining_corpus(seed: int = 0, n_docs: int = 4000, *, sentences: tup
     if not 1 <= lo <= hi:
         raise KdlensError("sentences must be (low, high) with 1 <= low <= high")
     rng = random.Random(f"kdlens-pretraining-corpus-{seed}")
-    makers = (_fact, _counting, _english)
-    return [" ".join(rng.choice(makers)(rng) for _ in range(rng.randint(lo, hi))) for _ in range(n_docs)]
+    makers, weights = (_fact, _counting, _english), (0.5, 0.2, 0.3)
+    return [" ".join(rng.choices(makers, weights)[0](rng) for _ in range(rng.randint(lo, hi)))
+            for _ in range(n_docs)]
 
 
 def write_pretraining_corpus(path: str | os.PathLike, *, seed: int = 0, n_docs: int = 4000) -> dict:

@@ -3,8 +3,9 @@ call, and what the study runner calls after its grid).
 
 ``load_results(path)`` reads kdlens's own tidy tables: a folder holding ``scores``, and optionally
 ``agreement`` and ``fidelity``, each as .parquet/.csv/.jsonl, or a single scores file.
-``analyse(tables)`` returns an :class:`Analysis` with the unit table, H1-H5, the ablations, and
-every exclusion as a sentence.
+``analyse(tables)`` returns an :class:`Analysis` with the unit table, H1-H5, the ablations, the
+scores over seeds, the paired tests over seeds, the paper's findings with verdicts, and every
+exclusion as a sentence.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from kdlens.errors import KdlensError
 from kdlens.io import TABLE_SUFFIXES, read_table
 from kdlens.stats import ablations
 from kdlens.stats.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES
+from kdlens.stats.findings import paper_findings
 from kdlens.stats.hypotheses import all_hypotheses
 from kdlens.stats.paper_results import ResultTables
 from kdlens.stats.schema import validate_pair_metric, validate_results
+from kdlens.stats.seeds import paired_contrasts, seed_summary
 from kdlens.stats.units import Units, build_units
 
 
@@ -36,6 +39,9 @@ class Analysis:
     teacher_kind: pl.DataFrame
     best_teacher: pl.DataFrame
     gain_by_size: pl.DataFrame
+    scores_summary: pl.DataFrame  # every model and configuration: mean and t interval over seeds
+    contrasts: pl.DataFrame  # each ablation as a paired test over seeds
+    findings: pl.DataFrame  # the paper's findings: replicated / not replicated / inconclusive
     bootstrap_resamples: int
     seed: int
     level: float
@@ -96,6 +102,7 @@ def analyse(
         raise KdlensError("no unit of analysis is left: " + "; ".join(units.exclusions))
     hypotheses = all_hypotheses(units, bootstrap=bootstrap, seed=seed, level=level)
     scores = tables.scores
+    contrasts = paired_contrasts(scores, tables.agreement, level=level, seed=seed)
     return Analysis(
         tables=tables,
         units=units,
@@ -105,6 +112,9 @@ def analyse(
         teacher_kind=ablations.teacher_kind_deltas(scores),
         best_teacher=ablations.best_teacher_per_student(units),
         gain_by_size=ablations.kd_gain_by_student_size(units),
+        scores_summary=seed_summary(scores, level),
+        contrasts=contrasts,
+        findings=paper_findings(hypotheses, contrasts),
         bootstrap_resamples=bootstrap,
         seed=seed,
         level=level,

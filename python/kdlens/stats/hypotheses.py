@@ -2,13 +2,18 @@
 
 Every function takes the unit table (:func:`kdlens.stats.units.build_units`; a scores DataFrame or
 ResultTables is accepted and built strictly) and returns one row per (family, task, group) with:
-``hypothesis, test, family, task, group, n, statistic, p_value`` (the paper's numbers), then what
-kdlens adds: ``estimate`` (mean improvement or rho) with a seeded percentile-bootstrap interval
+``hypothesis, test, family, task, group, n, statistic, p_value`` (the paper's numbers: t-test,
+ANOVA F, Spearman's asymptotic p), then what kdlens adds: a permutation p-value ``p_exact`` in the
+test's own direction (exact enumeration for small n, else Monte Carlo; :mod:`kdlens.stats.permutation`)
+with the one-sided ``p_greater`` / ``p_less``, ``min_p`` (the smallest p-value n allows) and
+``p_method``; ``estimate`` (mean improvement or rho) with a seeded percentile-bootstrap interval
 ``ci_low, ci_high`` (``ci_level``, ``bootstrap_resamples``, ``bootstrap_seed``), an effect size
-(``effect_size``, ``effect_size_name``), and Holm's correction ``p_holm`` / ``holm_reject`` over all
-rows of one hypothesis function and family (alpha 0.05). ``note`` says why a cell has no statistic.
+(``effect_size``, ``effect_size_name``), and Holm's correction ``p_holm`` / ``holm_reject`` of the
+permutation p-values over all rows of one hypothesis function and family (alpha 0.05), so nothing is
+marked significant that the number of units cannot carry. ``note`` says why a cell has no statistic.
 
-Units: (teacher, student, method) triples, Qwen and Llama pooled; tasks and ``average``.
+Units: (teacher, student, method) triples over every model family in the data, seeds averaged;
+tasks and ``average``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from kdlens.stats.bootstrap import (
     eta_squared,
     holm_adjust,
 )
+from kdlens.stats.permutation import sign_flip_test, spearman_permutation_test
 from kdlens.stats.schema import family_order, task_order
 from kdlens.stats.units import as_units
 
@@ -45,6 +51,11 @@ RESULT_SCHEMA = {
     "n": pl.Int64,
     "statistic": pl.Float64,
     "p_value": pl.Float64,
+    "p_exact": pl.Float64,
+    "p_greater": pl.Float64,
+    "p_less": pl.Float64,
+    "min_p": pl.Float64,
+    "p_method": pl.String,
     "estimate": pl.Float64,
     "ci_low": pl.Float64,
     "ci_high": pl.Float64,
@@ -63,7 +74,7 @@ def _finish(rows: list[dict]) -> pl.DataFrame:
     frame = pl.DataFrame(rows, schema={k: v for k, v in RESULT_SCHEMA.items() if k not in ("p_holm", "holm_reject")})
     parts = []
     for (_, _), part in frame.group_by(["hypothesis", "family"], maintain_order=True):
-        adjusted = holm_adjust(part["p_value"].to_list())
+        adjusted = holm_adjust(part["p_exact"].to_list())
         part = part.with_columns(
             pl.Series("p_holm", [None if math.isnan(a) else a for a in adjusted], dtype=pl.Float64)
         ).with_columns(
@@ -89,7 +100,8 @@ def _cells(frame: pl.DataFrame, by_method: bool):
 def _empty_row(hypothesis, test, family, task, group, n, note):
     return {
         "hypothesis": hypothesis, "test": test, "family": family, "task": task, "group": group,
-        "n": n, "statistic": None, "p_value": None, "estimate": None, "ci_low": None,
+        "n": n, "statistic": None, "p_value": None, "p_exact": None, "p_greater": None, "p_less": None,
+        "min_p": None, "p_method": None, "estimate": None, "ci_low": None,
         "ci_high": None, "ci_level": None, "bootstrap_resamples": None, "bootstrap_seed": None,
         "effect_size": None, "effect_size_name": None, "note": note,
     }  # fmt: skip
@@ -117,11 +129,15 @@ def h1_improvement_ttest(
             result = stats.ttest_1samp(x, 0.0, alternative="greater")
         label = f"H1|{family}|{task}|{group}"
         low, high = bootstrap_mean_ci(x, n_resamples=bootstrap, level=level, rng=cell_rng(seed, label))
+        greater = sign_flip_test(x, alternative="greater", rng=cell_rng(seed, label + "|perm"))
+        less = sign_flip_test(x, alternative="less", rng=cell_rng(seed, label + "|perm"))
         rows.append(
             {
                 "hypothesis": "H1", "test": test, "family": family, "task": task, "group": group,
                 "n": int(x.size), "statistic": _none_if_nan(result.statistic),
-                "p_value": _none_if_nan(result.pvalue), "estimate": float(x.mean()),
+                "p_value": _none_if_nan(result.pvalue), "p_exact": _none_if_nan(greater.p_value),
+                "p_greater": _none_if_nan(greater.p_value), "p_less": _none_if_nan(less.p_value),
+                "min_p": _none_if_nan(greater.min_p), "p_method": greater.method, "estimate": float(x.mean()),
                 "ci_low": _none_if_nan(low), "ci_high": _none_if_nan(high), "ci_level": level,
                 "bootstrap_resamples": bootstrap, "bootstrap_seed": seed,
                 "effect_size": _none_if_nan(cohens_d_one_sample(x)), "effect_size_name": "Cohen's d",
@@ -131,7 +147,7 @@ def h1_improvement_ttest(
     return _finish(rows)
 
 
-def h1_anova(data) -> pl.DataFrame:
+def h1_anova(data, *, seed: int = 0) -> pl.DataFrame:
     """H1 (ANOVA): one-way ANOVA of improvement across methods (F, p); effect size eta^2."""
     units = as_units(data).frame
     rows = []
@@ -146,16 +162,40 @@ def h1_anova(data) -> pl.DataFrame:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             result = stats.f_oneway(*groups)
+        p_perm, method = _anova_permutation_p(groups, float(result.statistic), seed, f"H1-ANOVA|{family}|{task}")
         rows.append(
             {
                 **_empty_row("H1-ANOVA", test, family, task, ALL_GROUP, n, None),
                 "statistic": _none_if_nan(float(result.statistic)),
-                "p_value": _none_if_nan(float(result.pvalue)),
+                "p_value": _none_if_nan(float(result.pvalue)), "p_exact": p_perm, "p_greater": p_perm,
+                "p_method": method,
                 "effect_size": _none_if_nan(eta_squared(groups)), "effect_size_name": "eta^2",
                 "note": None if np.isfinite(result.statistic) else "no variance within methods",
             }
         )  # fmt: skip
     return _finish(rows)
+
+
+def _anova_permutation_p(groups, observed: float, seed: int, label: str, resamples: int = 5000):
+    """Monte Carlo permutation p of the one-way ANOVA F: method labels shuffled over the units."""
+    if not np.isfinite(observed):
+        return None, None
+    values = np.concatenate(groups)
+    sizes = [g.size for g in groups]
+    bounds = np.cumsum([0, *sizes])
+    rng = cell_rng(seed, label + "|perm")
+    perms = np.argsort(rng.random((resamples, values.size)), axis=1)
+    shuffled = values[perms]
+    grand = values.mean()
+    between = sum(size * (shuffled[:, lo:hi].mean(axis=1) - grand) ** 2
+                  for size, lo, hi in zip(sizes, bounds[:-1], bounds[1:]))
+    within = sum(((shuffled[:, lo:hi] - shuffled[:, lo:hi].mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
+                 for lo, hi in zip(bounds[:-1], bounds[1:]))
+    k, n = len(groups), values.size
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f = (between / (k - 1)) / (within / (n - k))
+    count = int(np.sum(f >= observed * (1 - 1e-12)))
+    return (count + 1) / (resamples + 1), f"Monte Carlo ({resamples} label permutations)"
 
 
 def _spearman(
@@ -182,10 +222,15 @@ def _spearman(
         label = f"{hypothesis}|{family}|{task}|{group}"
         low, high = bootstrap_spearman_ci(x, y, n_resamples=bootstrap, level=level, rng=cell_rng(seed, label))
         rho = float(result.statistic)
+        perm = {alt: spearman_permutation_test(x, y, alternative=alt, rng=cell_rng(seed, label + "|perm"))
+                for alt in ("two-sided", "greater", "less")}
         rows.append(
             {
                 "hypothesis": hypothesis, "test": test, "family": family, "task": task, "group": group,
-                "n": usable.height, "statistic": rho, "p_value": float(result.pvalue), "estimate": rho,
+                "n": usable.height, "statistic": rho, "p_value": float(result.pvalue),
+                "p_exact": _none_if_nan(perm["two-sided"].p_value), "p_greater": _none_if_nan(perm["greater"].p_value),
+                "p_less": _none_if_nan(perm["less"].p_value), "min_p": _none_if_nan(perm["two-sided"].min_p),
+                "p_method": perm["two-sided"].method, "estimate": rho,
                 "ci_low": _none_if_nan(low), "ci_high": _none_if_nan(high), "ci_level": level,
                 "bootstrap_resamples": bootstrap, "bootstrap_seed": seed, "effect_size": rho,
                 "effect_size_name": "Spearman rho",
@@ -229,7 +274,7 @@ def all_hypotheses(data, *, bootstrap: int = DEFAULT_RESAMPLES, seed: int = 0, l
     """H1, H1-ANOVA, H2, H3, H3.2, H4, H5 stacked in that order (H4/H5 only where the metric exists)."""
     units = as_units(data)
     kw = {"bootstrap": bootstrap, "seed": seed, "level": level}
-    frames = [h1_improvement_ttest(units, **kw), h1_anova(units), h2_teacher_score(units, **kw),
+    frames = [h1_improvement_ttest(units, **kw), h1_anova(units, seed=seed), h2_teacher_score(units, **kw),
               h3_student_size(units, **kw), h3_student_sft(units, **kw)]  # fmt: skip
     if units.frame["agreement"].null_count() < units.frame.height:
         frames.append(h4_agreement(units, **kw))

@@ -312,5 +312,7 @@ def validate_pair_metric(
     key = ["family", "teacher", "student", "method", "task"] + [
         c for c in OPTIONAL_VARIANT_COLUMNS if c in df.columns
     ]
+    if "seed" in df.columns:
+        key.append("seed")
     _check_duplicates(df, key, what)
     return df

@@ -111,6 +111,9 @@ def _pair_metric_for_units(units: pl.DataFrame, metric: pl.DataFrame | None, val
     ``KD`` row (the paper's layout), averaged over the family's tasks for ``average``."""
     if metric is None:
         return units.with_columns(pl.lit(None, dtype=pl.Float64).alias(value))
+    if "seed" in metric.columns:  # repeated runs: the unit's metric is the mean over its seeds
+        key = [c for c in metric.columns if c not in ("seed", value, "run_id", "student_size_b")]
+        metric = metric.group_by(key, maintain_order=True).agg(pl.col(value).mean())
     if "teacher_kind" in metric.columns:
         metric = metric.filter(pl.col("teacher_kind").is_null() | (pl.col("teacher_kind") == "task_aware"))
     if "noise_sigma" in metric.columns:
