@@ -17,7 +17,17 @@ import polars as pl
 
 from kdlens.io import write_table_atomic, write_text_atomic
 from kdlens.report import figures as figs
-from kdlens.report.tables import Table, estimates_table, frame_table, hypothesis_table
+from kdlens.report.tables import (
+    Table,
+    contrasts_table,
+    estimates_table,
+    findings_table,
+    frame_table,
+    hypothesis_table,
+    plural,
+    pooling_note,
+    scores_table,
+)
 from kdlens.stats.schema import AVERAGE_TASK, family_order
 
 
@@ -110,10 +120,13 @@ def _data_summary(analysis) -> list[str]:
     for family in family_order(scores["family"].unique().to_list()):
         fam = tasks.filter(pl.col("family") == family)
         units = analysis.units.frame.filter((pl.col("family") == family) & (pl.col("task") == AVERAGE_TASK))
+        seeds = fam["seed"].drop_nulls().n_unique() if "seed" in fam.columns else 0
         items.append(
-            f"{family}: {fam['student'].n_unique()} students, {fam['teacher'].drop_nulls().n_unique()} teachers, "
+            f"{family}: {plural(fam['student'].n_unique(), 'model')} evaluated, "
+            f"{plural(fam['teacher'].drop_nulls().n_unique(), 'teacher')}, "
             f"methods {', '.join(sorted(fam['method'].unique().to_list()))}, "
-            f"{fam['task'].n_unique()} task(s), {units.height} units of analysis with an Average"
+            f"{plural(fam['task'].n_unique(), 'task')}, {plural(units.height, 'unit')} of analysis with an Average"
+            + (f", {plural(seeds, 'seed')} per student-side run" if seeds else ", one run per configuration")
         )
     return items
 
@@ -132,10 +145,25 @@ def build_blocks(analysis, figure_dir: Path) -> list[Block]:
         Bullets(_data_summary(analysis)),
     ]
     excluded: list[str] = []
-    blocks.append(Heading(2, "Hypothesis tests (paper section 7)"))
     families = family_order(analysis.hypotheses["family"].unique().to_list())
+    blocks.append(Heading(2, "Findings"))
+    blocks.append(Paragraph(
+        "Each finding of the paper, tested on this data. The verdict is the data's: replicated, not "
+        "replicated, or inconclusive when the data cannot tell (see the notes for the rule)."))
     for family in families:
-        blocks.append(hypothesis_table(analysis.hypotheses, family))
+        blocks.append(findings_table(analysis.findings, family, analysis.level))
+    blocks.append(Heading(2, "Scores"))
+    for family in family_order(analysis.scores_summary["family"].unique().to_list()):
+        blocks.append(scores_table(analysis.scores_summary, family, analysis.level))
+    if analysis.contrasts.height:
+        blocks.append(Heading(2, "Paired tests over seeds (ablations)"))
+        for family in family_order(analysis.contrasts["family"].unique().to_list()):
+            blocks.append(contrasts_table(analysis.contrasts, family, analysis.level))
+    scores = analysis.tables.scores
+    pooling = pooling_note(set(scores["student"].to_list()) | set(scores["teacher"].drop_nulls().to_list()))
+    blocks.append(Heading(2, "Hypothesis tests (paper section 7)"))
+    for family in families:
+        blocks.append(hypothesis_table(analysis.hypotheses, family, pooling))
         blocks.append(estimates_table(analysis.hypotheses, family, analysis.level,
                                       analysis.bootstrap_resamples, analysis.seed))  # fmt: skip
     for family in families:
@@ -218,7 +246,8 @@ def write_analysis_tables(analysis, out_dir: Path) -> list[Path]:
         "hypotheses": analysis.hypotheses, "units": analysis.units.frame,
         "temperature_curves": analysis.temperature, "noise_curves": analysis.noise,
         "teacher_kind_deltas": analysis.teacher_kind, "best_teacher": analysis.best_teacher,
-        "gain_by_student_size": analysis.gain_by_size,
+        "gain_by_student_size": analysis.gain_by_size, "findings": analysis.findings,
+        "scores_over_seeds": analysis.scores_summary, "paired_contrasts": analysis.contrasts,
     }  # fmt: skip
     return [write_table_atomic(frame, out_dir / f"{name}.csv") for name, frame in frames.items()]
 

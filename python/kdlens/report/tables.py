@@ -92,7 +92,21 @@ def _n_note(frame: pl.DataFrame) -> str:
     return f"n = {ns[0]}" if len(ns) == 1 else f"n between {ns[0]} and {ns[-1]} (per cell; see the CSV)"
 
 
-def hypothesis_table(hypotheses: pl.DataFrame, family: str) -> Table:
+def plural(n: int, word: str) -> str:
+    """``1 teacher``, ``2 teachers``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def pooling_note(models) -> str:
+    """What the units pool, in terms of the data at hand: the model families present, if known."""
+    names = {str(m) for m in models if m is not None}
+    families = [f for f in ("Qwen", "Llama") if any(f.lower() in n.lower() for n in names)]
+    if len(families) > 1:
+        return f"{' and '.join(families)} pooled"
+    return f"all {plural(len(names), 'model')} of the data pooled"
+
+
+def hypothesis_table(hypotheses: pl.DataFrame, family: str, pooling: str = "all pairs pooled") -> Table:
     """The paper's Table 3 for one family: rows H1..H5 (group 'all', then per method where the
     hypothesis is also run per method), columns the family's tasks and Average."""
     fam = hypotheses.filter(pl.col("family") == family)
@@ -110,7 +124,7 @@ def hypothesis_table(hypotheses: pl.DataFrame, family: str) -> Table:
             row = [label, group]
             for task in tasks:
                 r = by_task.get(task)
-                row.append(MISSING if r is None else fmt_cell(r["statistic"], r["p_value"], r["holm_reject"]))
+                row.append(MISSING if r is None else fmt_cell(r["statistic"], r["p_exact"], r["holm_reject"]))
             avg = by_task.get(AVERAGE_TASK)
             row.append(str(avg["n"]) if avg else MISSING)
             rows.append(row)
@@ -118,9 +132,11 @@ def hypothesis_table(hypotheses: pl.DataFrame, family: str) -> Table:
                 if r["note"]:
                     notes.append(f"{label}, {group}, {task_display(r['task'])}: {r['note']}")
     notes = [
-        f"Unit of analysis: {UNIT_DESCRIPTION}; Qwen and Llama pooled. {_n_note(fam)}.",
-        "Cells: statistic (p-value); * p < 0.05; † still significant after Holm's correction over "
-        "all cells of the same test and family (alpha 0.05). H1 is one-sided (improvement > 0).",
+        f"Unit of analysis: {UNIT_DESCRIPTION}; {pooling}; repeated seeds averaged. {_n_note(fam)}.",
+        "Cells: statistic (permutation p-value: exact over all sign flips or orderings for small n, "
+        "else Monte Carlo; see tables/hypotheses.csv for the method, the smallest p each n allows and "
+        "the paper's asymptotic p_value); * p < 0.05; † still significant after Holm's correction "
+        "over all cells of the same test and family (alpha 0.05). H1 is one-sided (improvement > 0).",
     ] + sorted(set(notes))
     return Table(f"Hypothesis tests, {family} (the paper's Table 3 layout)", header, rows, notes)
 
@@ -162,3 +178,60 @@ def frame_table(
                 row.append(MISSING if value is None else str(value))
         rows.append(row)
     return Table(title, list(frame.columns), rows, notes)
+
+
+def _interval(low, high) -> str:
+    return MISSING if _bad(low) or _bad(high) else f"[{fmt_num(low)}, {fmt_num(high)}]"
+
+
+def findings_table(findings: pl.DataFrame, family: str, level: float) -> Table:
+    """The paper's findings with the verdict of this data: estimate, interval, p, n."""
+    fam = findings.filter(pl.col("family") == family)
+    header = ["Paper finding", "Verdict", "Estimate", f"{level:.0%} interval", "p", "smallest p possible", "n",
+              "Measured as"]
+    rows = [[r["finding"], r["verdict"], fmt_num(r["estimate"]), _interval(r["ci_low"], r["ci_high"]),
+             fmt_p(r["p_value"]), fmt_p(r["min_p"]), str(r["n"]), f"{r['measure']} ({r['evidence']})"]
+            for r in fam.iter_rows(named=True)]
+    notes = [
+        "replicated: the one-sided permutation test in the paper's direction gives p < 0.05; not replicated: "
+        "the test in the opposite direction does; inconclusive: neither (also whenever the smallest possible "
+        "p is >= 0.05, i.e. n cannot carry significance). The fidelity finding (no direction): replicated when "
+        "rho is not significant and its interval lies inside (-0.5, 0.5), not replicated when it is significant "
+        "with |rho| >= 0.5.",
+        "Intervals: bootstrap over units (H1, H3, H5) or Student-t over paired differences (ablations). "
+        "Paired differences pair runs of the same seed (same data order and sampling stream).",
+    ]
+    return Table(f"Findings of the paper on this data, {family}", header, rows, notes)
+
+
+def scores_table(summary: pl.DataFrame, family: str, level: float) -> Table:
+    """Every model and configuration (teacher included): n seeds, mean and interval over seeds."""
+    fam = summary.filter(pl.col("family") == family)
+    header = ["Model", "Params (M)", "Method", "Teacher", "T", "sigma", "Teacher kind", "Seeds", "Mean",
+              f"{level:.0%} interval"]
+    rows = []
+    for r in fam.iter_rows(named=True):
+        size = MISSING if _bad(r["student_size_b"]) else f"{r['student_size_b'] * 1e3:.3g}"
+        rows.append([r["student"], size, r["method"], r["teacher"] or MISSING,
+                     MISSING if _bad(r["temperature"]) else f"{r['temperature']:g}",
+                     f"{r['noise_sigma']:g}", r["teacher_kind"] or MISSING, str(r["n_seeds"]), fmt_num(r["mean"]),
+                     _interval(r["ci_low"], r["ci_high"])])
+    seeds = sorted(set(fam["n_seeds"].to_list()))
+    notes = [f"Accuracy (%) on the family Average; mean over seeds with a Student-t {level:.0%} interval "
+             f"(n = {', '.join(map(str, seeds))} seeds per row; one seed: no interval). BaseModel: the base "
+             "model before any fine-tuning; a teacher's SFT row is its task-aware version."]
+    return Table(f"Scores of every model and configuration, {family}", header, rows, notes)
+
+
+def contrasts_table(contrasts: pl.DataFrame, family: str, level: float) -> Table:
+    """Each ablation as paired differences over seeds, per student and method and pooled."""
+    fam = contrasts.filter(pl.col("family") == family)
+    header = ["Contrast", "Student", "Method", "Pairs", "Mean diff", f"{level:.0%} interval", "p (two-sided)",
+              "p (>0)", "p (<0)", "smallest p"]
+    rows = [[r["contrast"], r["student"], r["method"], str(r["n_pairs"]), fmt_num(r["mean_diff"]),
+             _interval(r["ci_low"], r["ci_high"]), fmt_p(r["p_two_sided"]), fmt_p(r["p_greater"]),
+             fmt_p(r["p_less"]), fmt_p(r["min_p"])] for r in fam.iter_rows(named=True)]
+    notes = ["Differences in points of the family Average (agreement: in points of agreement with the teacher), "
+             "one pair per seed; 'all' pools methods (and students). p: sign-flip permutation test, exact "
+             "for up to 16 pairs; 'smallest p' is the least p-value the number of pairs allows (one-sided)."]
+    return Table(f"Paired tests over seeds, {family}", header, rows, notes)
