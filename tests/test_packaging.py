@@ -30,6 +30,8 @@ def test_wheel_builds_installs_and_runs(tmp_path):
     for src in sorted((REPO / "kernels").glob("*.py")):
         assert f"kdlens/kernels/{src.name}" in names, f"{src.name} missing from the wheel"
     assert "kdlens/commands/fidelity.py" in names and "kdlens/demo/__init__.py" in names
+    for csv in sorted((REPO / "python" / "kdlens" / "stats" / "paper_data").glob("*.csv")):
+        assert f"kdlens/stats/paper_data/{csv.name}" in names, f"paper CSV {csv.name} missing"
     for preset in sorted((REPO / "python" / "kdlens" / "study" / "presets").glob("*.toml")):
         assert f"kdlens/study/presets/{preset.name}" in names, f"study preset {preset.name} missing"
 
@@ -53,6 +55,11 @@ def test_wheel_builds_installs_and_runs(tmp_path):
                          cwd=outside, env=clean, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "units in" in res.stdout and "report synthetic-mini" in res.stdout
+    # the paper's released CSVs ship inside the wheel: --paper needs no path
+    res = subprocess.run([str(env_dir / "bin" / "kdlens"), "stats", "--paper", "--bootstrap", "0"],
+                         cwd=outside, env=clean, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "Findings of the paper on this data" in res.stdout and "site-packages" in res.stdout
 
 
 def _has_maturin() -> bool:

@@ -12,9 +12,9 @@ import pytest
 from kdlens.cli import main
 from kdlens.report.tables import fmt_cell, fmt_num, fmt_p
 
-PAPER = Path(__file__).resolve().parents[1] / "data" / "paper-results"
-FIGURES = ["gain_vs_student_size", "agreement_per_task", "fidelity_vs_gain", "temperature_curves",
-           "noise_curves", "teacher_student_heatmap"]  # fmt: skip
+PAPER = Path(__file__).resolve().parents[2] / "python" / "kdlens" / "stats" / "paper_data"
+FIGURES = ["kd_vs_sft", "gain_vs_student_size", "temperature_curves", "noise_curves", "teacher_kind",
+           "agreement_like_with_like", "fidelity_vs_gain", "teacher_student_heatmap"]  # fmt: skip
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -56,7 +56,9 @@ def test_report_on_a_synthetic_study(synthetic_results, tmp_path, syn):
     # the known H1 statistic of the synthetic study appears, formatted as in the paper's Table 3
     hyp = pl.read_csv(out / "tables" / "hypotheses.csv")
     h1 = hyp.filter((pl.col("hypothesis") == "H1") & (pl.col("task") == "average") & (pl.col("group") == "all"))
-    assert fmt_cell(h1["statistic"][0], h1["p_value"][0], h1["holm_reject"][0]) in md
+    assert fmt_cell(h1["statistic"][0], h1["p_exact"][0], h1["holm_reject"][0]) in md
+    assert "## Findings" in md and "Findings of the paper on this data, synthetic" in md
+    assert "1 teacher," in md and "Qwen and Llama" not in md  # footnotes speak of the data at hand
     # H2 cannot be computed with one teacher: the cell says why
     assert "constant input" in md
     assert "task-unaware teacher are not units" in md
@@ -64,20 +66,27 @@ def test_report_on_a_synthetic_study(synthetic_results, tmp_path, syn):
 
 def test_report_on_the_paper_results_states_what_it_cannot_draw(tmp_path):
     out = tmp_path / "paper"
-    assert main(["report", "--paper-results", str(PAPER), "-o", str(out), "--bootstrap", "50"]) == 0
+    assert main(["report", "--paper", "-o", str(out), "--bootstrap", "50"]) == 0  # the shipped CSVs
     md = (out / "report.md").read_text()
     assert "Figure noise_curves: no run used a noisy teacher" in md
     assert "Teacher-noise ablation table: no run used a noisy teacher" in md
     assert "H5 (commonsense): no fidelity values" in md
-    assert "-0.66 (3.38e-05)" in md and "-0.54 (0.001)" in md
+    assert "-0.66 (" in md and "-0.54 (" in md  # H3 rho of the paper; p is the permutation p here
+    assert "Qwen and Llama pooled" in md and "one run per configuration" in md
     assert not (out / "figures" / "noise_curves.png").exists()
-    assert len(list((out / "figures").glob("*.png"))) == 5
+    drawn = sorted(p.stem for p in (out / "figures").glob("*.png"))
+    assert drawn == sorted(re.findall(r"!\[(\w+)\]\(figures/", md))
 
 
 def test_stats_command_prints_the_tables_and_rejects_bad_input(tmp_path, capsys, syn):
     assert main(["stats", "--paper-results", str(PAPER), "--bootstrap", "0", "-o", str(tmp_path / "t")]) == 0
     printed = capsys.readouterr().out
     assert "Hypothesis tests, math" in printed and "Hypothesis tests, commonsense" in printed
+    assert "Findings of the paper on this data, math" in printed
+    assert main(["stats", "--paper", "--bootstrap", "0"]) == 0
+    assert "paper_data" in capsys.readouterr().out  # the copy shipped with kdlens
+    assert main(["stats", "--paper", str(tmp_path)]) == 2
+    assert "exactly one of" in capsys.readouterr().err
     assert (tmp_path / "t" / "hypotheses.csv").is_file()
     bad = tmp_path / "bad.csv"
     syn.scores_frame().drop("family").write_csv(bad)

@@ -1,5 +1,5 @@
-"""Reproduction of the paper's H1-H5 on its released CSVs (tests/data/paper-results, a byte copy of
-../shared/paper-results).
+"""Reproduction of the paper's H1-H5 on its released CSVs (python/kdlens/stats/paper_data, shipped
+in the wheel; a byte copy of the authors' results folder).
 
 The reference here is written from paper.md section 7 with the csv module, plain Python and SciPy
 only (no Polars, no kdlens code): units are (teacher, student, method-type) triples, base_teacher
@@ -28,7 +28,7 @@ from kdlens.stats import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-DATA = REPO / "tests" / "data" / "paper-results"
+DATA = REPO / "python" / "kdlens" / "stats" / "paper_data"
 SHARED = REPO.parent / "shared" / "paper-results"
 
 SCORE_FILES = {

@@ -1,6 +1,6 @@
-"""The reduced study (preset ``smoke``: two students, two objectives, one temperature, few steps)
-runs end to end on CPU and writes its report; a runner killed mid-way finishes the study on the
-next run with results identical to an uninterrupted run."""
+"""The reduced study (preset ``smoke``: pretrained bases, two students, two seeds, two objectives,
+one temperature, few steps) runs end to end on CPU and writes its report; a runner killed mid-way
+finishes the study on the next run with results identical to an uninterrupted run."""
 
 import json
 import os
@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 
 from kdlens.study import load_study_config, plan_study
-from kdlens.study.runner import describe_plan, run_study, unit_result
+from kdlens.study.runner import describe_plan, run_study, unit_dir, unit_result
 
 pytestmark = pytest.mark.slow
 
@@ -39,6 +39,8 @@ def test_study_runs_end_to_end_and_writes_the_report(finished_study):
     assert len(outcome.done) == len(plan.units) and not outcome.skipped
     report = (out / "report" / "report.md").read_text()
     assert "Hypothesis tests" in report
+    assert "## Findings" in report and "Scores of every model and configuration" in report
+    assert "Paired tests over seeds" in report and "1 teacher," in report
     assert (out / "report" / "report.html").stat().st_size > 1000
     assert list((out / "report" / "figures").glob("*.png"))
     tables = _tables(out)
@@ -49,12 +51,65 @@ def test_study_runs_end_to_end_and_writes_the_report(finished_study):
     assert set(scores["method"]) == {"BaseModel", "SFT", "SeqKD", "RevKD"}
     kd = scores.filter(pl.col("method").is_in(["SeqKD", "RevKD"]))
     assert kd["teacher"].to_list() == ["tiny-teacher"] * kd.height
+    # every student-side configuration once per seed; the teacher's SFT once; bases without a seed
+    students = scores.filter(pl.col("method") != "BaseModel") .filter(pl.col("student") != "tiny-teacher")
+    per_config = students.group_by(["student", "method", "temperature", "noise_sigma", "teacher_kind"]).agg(
+        pl.col("seed").sort())
+    assert all(seeds.to_list() == [0, 1] for seeds in per_config["seed"]), per_config
+    assert scores.filter((pl.col("student") == "tiny-teacher") & (pl.col("method") == "SFT")).height == 1
+    assert scores.filter(pl.col("method") == "BaseModel")["seed"].is_null().all()
     # sizes come from the models themselves: the smaller config has fewer parameters
     sizes = dict(scores.filter(pl.col("method") == "SFT").select("student", "student_size_b").iter_rows())
     assert sizes["tiny-s1"] < sizes["tiny-s2"] < sizes["tiny-teacher"]
     # agreement and fidelity: one row per compared student (SFT students and KD students)
     assert tables["fidelity"].height == len(plan.of_kind("compare"))
     assert tables["fidelity"]["fidelity"].is_between(0, 100).all()
+
+
+def test_bases_are_pretrained_on_the_corpus_and_fine_tuning_starts_from_them(finished_study):
+    import torch
+    from safetensors.torch import load_file
+
+    cfg, out, _ = finished_study
+    plan = plan_study(cfg)
+    bases = {u.params["model"]: unit_result(out, u.id) for u in plan.of_kind("base")}
+    task = unit_result(out, plan.of_kind("task")[0].id)["result"]
+    corpus = json.loads(Path(task["corpus_file"]).read_text())
+    assert len(corpus) == cfg.task.corpus_docs and all(r["output"] == "" for r in corpus)
+    for name, rec in bases.items():
+        res = rec["result"]
+        assert res["pretrain_steps"] == cfg.pretrain["max_steps"]
+        run = Path(rec["result"]["model"]).parent  # the pretraining run folder
+        run_cfg = json.loads((run / "result.json").read_text())["config"]
+        assert run_cfg["data"] == task["corpus_file"] and run_cfg["template"] == "text"
+        init = load_file(str(Path(res["tokenizer"]) / "model.safetensors"))
+        trained = load_file(str(Path(res["model"]) / "model.safetensors"))
+        assert any(not torch.equal(init[k], trained[k]) for k in init), f"{name}: pretraining changed nothing"
+    for u in plan.of_kind("sft") + plan.of_kind("kd"):
+        student = u.params.get("student", u.params.get("model"))
+        run_cfg = json.loads((unit_dir(out, u.id) / "run" / "result.json").read_text())["config"]
+        assert run_cfg["student"] == bases[student]["result"]["model"], u.label  # starts from its base
+        assert run_cfg["seed"] == u.params["seed"]
+
+
+def test_failed_pretraining_blocks_its_dependents_with_the_cause(tmp_path):
+    from kdlens.study.config import study_config_from_dict
+
+    bad = study_config_from_dict({
+        "task": {"kind": "synthetic", "n_train": 40, "n_test": 4, "corpus_docs": 20},
+        "models": {"teachers": ["tiny-teacher"], "students": ["tiny-s1"]},
+        "grid": {"objectives": ["forward_kl"], "temperatures": [1.0], "noise_sigmas": [0.0],
+                 "task_unaware": False},
+        "pretrain": {"max_steps": 1, "val_size": 0, "learning_rate_typo": 1},
+        "train": {"lora": False, "max_steps": 1, "val_size": 0},
+    })
+    lines = []
+    outcome = run_study(bad, tmp_path / "bad", progress=False, echo=lines.append)
+    assert not outcome.ok
+    assert {i.split("-")[0] for i in outcome.failed} == {"base"}
+    assert {i.split("-")[0] for i in outcome.blocked} >= {"sft", "kd", "eval", "compare", "report"}
+    assert any("learning_rate_typo" in line for line in lines), "the failure's cause is shown"
+    assert any(line.startswith("[blocked]") and "failed" in line for line in lines)
 
 
 def test_rerun_skips_finished_work(finished_study):

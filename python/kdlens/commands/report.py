@@ -1,7 +1,7 @@
 """``kdlens report``: write report.md, a self-contained report.html, figures and CSV tables.
 
-``kdlens report RESULTS -o DIR`` for kdlens tidy tables, ``kdlens report --paper-results DIR -o OUT``
-for the paper's released CSVs.
+``kdlens report RESULTS -o DIR`` for kdlens tidy tables, ``kdlens report --paper -o OUT`` for the
+paper's released CSVs (shipped with kdlens).
 """
 
 from __future__ import annotations

@@ -203,7 +203,7 @@ def agreement_like_with_like(analysis, path: Path) -> FigureResult:
             return f"{r['method']} task-unaware"
         if r["noise_sigma"]:
             return f"{r['method']} sigma={r['noise_sigma']:g}"
-        return f"{r['method']} T={r['temperature']:g}"
+        return r["method"] if r["temperature"] is None else f"{r['method']} T={r['temperature']:g}"
 
     panels = [("main runs (T=1, no noise, task-aware) and SFT", a.filter(main)),
               ("ablation runs (each against the teacher it learned from)", a.filter(~main))]

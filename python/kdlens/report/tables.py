@@ -193,6 +193,8 @@ def findings_table(findings: pl.DataFrame, family: str, level: float) -> Table:
              fmt_p(r["p_value"]), fmt_p(r["min_p"]), str(r["n"]), f"{r['measure']} ({r['evidence']})"]
             for r in fam.iter_rows(named=True)]
     notes = [
+        "Unit and n: per row, as 'Measured as' and the n column say (units of analysis for H1/H3/H5, pairs "
+        "of runs sharing a seed for the ablations).",
         "replicated: the one-sided permutation test in the paper's direction gives p < 0.05; not replicated: "
         "the test in the opposite direction does; inconclusive: neither (also whenever the smallest possible "
         "p is >= 0.05, i.e. n cannot carry significance). The fidelity finding (no direction): replicated when "
@@ -217,7 +219,8 @@ def scores_table(summary: pl.DataFrame, family: str, level: float) -> Table:
                      f"{r['noise_sigma']:g}", r["teacher_kind"] or MISSING, str(r["n_seeds"]), fmt_num(r["mean"]),
                      _interval(r["ci_low"], r["ci_high"])])
     seeds = sorted(set(fam["n_seeds"].to_list()))
-    notes = [f"Accuracy (%) on the family Average; mean over seeds with a Student-t {level:.0%} interval "
+    notes = [f"Unit: one run configuration (model, method, teacher, T, sigma, teacher kind); {plural(fam.height, 'row')}. "
+             f"Accuracy (%) on the family Average; mean over seeds with a Student-t {level:.0%} interval "
              f"(n = {', '.join(map(str, seeds))} seeds per row; one seed: no interval). BaseModel: the base "
              "model before any fine-tuning; a teacher's SFT row is its task-aware version."]
     return Table(f"Scores of every model and configuration, {family}", header, rows, notes)
@@ -231,7 +234,8 @@ def contrasts_table(contrasts: pl.DataFrame, family: str, level: float) -> Table
     rows = [[r["contrast"], r["student"], r["method"], str(r["n_pairs"]), fmt_num(r["mean_diff"]),
              _interval(r["ci_low"], r["ci_high"]), fmt_p(r["p_two_sided"]), fmt_p(r["p_greater"]),
              fmt_p(r["p_less"]), fmt_p(r["min_p"])] for r in fam.iter_rows(named=True)]
-    notes = ["Differences in points of the family Average (agreement: in points of agreement with the teacher), "
+    notes = [f"Unit: a pair of runs that differ only in the contrasted factor and share a seed; n = the Pairs "
+             f"column ({plural(fam.height, 'row')}). Differences in points of the family Average (agreement: in points of agreement with the teacher), "
              "one pair per seed; 'all' pools methods (and students). p: sign-flip permutation test, exact "
              "for up to 16 pairs; 'smallest p' is the least p-value the number of pairs allows (one-sided)."]
     return Table(f"Paired tests over seeds, {family}", header, rows, notes)

@@ -1,6 +1,8 @@
-"""Importer of the paper's released result CSVs (``../shared/paper-results``) into kdlens's tidy tables.
+"""Importer of the paper's released result CSVs into kdlens's tidy tables.
 
-The released layout (paper.md section 8): score files with ``Teacher, Student, Method``, one column
+The CSVs ship inside kdlens (``kdlens/stats/paper_data/``, Apache-2.0, copied unchanged from the
+authors' repository): :func:`bundled_paper_results` is their folder, and ``kdlens stats --paper`` /
+``kdlens report --paper`` read them with no path. The released layout: score files with ``Teacher, Student, Method``, one column
 per task and ``Average``; ``Method`` is ``BaseModel``, ``SFT`` or a run name
 ``student_{KD|RevKD|GKD}[_base_teacher]_temp_{T}``; ``Teacher`` is ``-`` for baselines and may
 carry a checkpoint suffix (``Qwen2.5-3B_ckpt2400`` is the teacher ``Qwen2.5-3B``). Pair-metric files
@@ -188,10 +190,17 @@ def read_pair_metric_file(path: Path, value: str) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
-def load_paper_results(directory: str | Path) -> ResultTables:
-    """Read every released CSV in ``directory`` into tidy tables (scores, agreement = EM1,
-    agreement2 = EM2, fidelity = BLEU, fidelity2 = BLEU2), validated."""
-    root = Path(directory)
+def bundled_paper_results() -> Path:
+    """The folder of the paper's released CSVs that ships with kdlens."""
+    from importlib import resources
+
+    return Path(str(resources.files("kdlens.stats").joinpath("paper_data")))
+
+
+def load_paper_results(directory: str | Path | None = None) -> ResultTables:
+    """Read every released CSV in ``directory`` (default: the copy that ships with kdlens) into tidy
+    tables (scores, agreement = EM1, agreement2 = EM2, fidelity = BLEU, fidelity2 = BLEU2), validated."""
+    root = Path(directory) if directory is not None else bundled_paper_results()
     if not root.is_dir():
         raise KdlensError(f"{root}: not a directory; point --paper-results at the released CSV folder")
     csvs = sorted(root.glob("*.csv"))

@@ -213,15 +213,16 @@ def run_study(
         os.environ.setdefault(key, env[key])
     mp_ctx = multiprocessing.get_context("forkserver")
     mp_ctx.set_forkserver_preload(PRELOAD)
-    dead: set[str] = set()
+    dead: dict[str, str] = {}  # failed or blocked unit -> label of the failed unit that caused it
     try:
         while pending or running:
             for u in list(pending):
-                if any(d in dead for d in u.deps.values()):
+                cause = next((dead[d] for d in u.deps.values() if d in dead), None)
+                if cause is not None:
                     pending.remove(u)
-                    dead.add(u.id)
+                    dead[u.id] = cause
                     outcome.blocked.append(u.id)
-                    say(f"[blocked] {u.label}: a unit it needs failed")
+                    say(f"[blocked] {u.label}: it needs {cause}, which failed")
             ready = [u for u in pending if all(d in finished for d in u.deps.values())]
             for u in ready:
                 if len(running) >= jobs:
@@ -270,7 +271,7 @@ def run_study(
                     bar.refresh()
                     say(f"[done {took:7.1f}s] {u.label}")
                 else:
-                    dead.add(uid)
+                    dead[uid] = u.label
                     outcome.failed.append(uid)
                     tail = _tail(unit_dir(study_dir, uid) / "log.txt")
                     say(f"[FAILED {took:6.1f}s] {u.label} (exit {rc}); log: "
