@@ -11,17 +11,26 @@ one row via benches/_record.py into benches/results/study_default.csv:
 - peak_pss_total_mb: peak of the summed PSS of the session's processes (shared fork-server pages
   counted once); peak_rss_largest_mb: the largest single process;
 - load_before / load_after: load averages (the machine may be shared: read timings with them);
-- teacher_sft and, per student, sft_<student> / best_kd_<student> (task-aware, T=1, sigma=0);
-- kd_gain_smallest: best task-aware KD score minus SFT score for the smallest student, and
-  kd_gain_smallest_<method> per method;
-- seqkd_T1/T2/T5 and revkd_T1/T2/T5 (ablation student, sigma 0), seqkd_sigma0/1/5 (T=1),
-  unaware_delta (task-unaware SeqKD minus task-aware SeqKD, T=1, sigma 0).
+- per model and configuration, "mean [95% interval]" over seeds from the report's scores table:
+  base_<model>, sft_<model>, <method>_<student> (main runs: task-aware, T=1, sigma=0) and the
+  ablations <method>_T<t>_<student>, <method>_sigma<s>_<student>, <method>_unaware_<student>;
+- "verdict: <finding>" for each of the paper's findings.
 
-Re-run on a quiet machine (one command; ~15 min on 2 cores):
+It also appends the findings table (verdict, estimate, interval, p, smallest possible p, n) to
+benches/results/study_default_verdicts.csv, one row per finding, labelled with ``--variant``.
+
+Re-run on a quiet machine (one command; see the README for the time):
     OMP_WAIT_POLICY=PASSIVE python benches/study_default.py
 
+The same study in another floating-point order (same computation in exact arithmetic, summed
+differently: gradients accumulated over 2 micro-batches of 8 instead of 1 of 16, in pretraining
+and fine-tuning, and decoding in batches of 64 instead of 128):
+    python benches/study_default.py --variant fp-order-b --set train.micro_batch_size=8 \
+        --set train.grad_accum=2 --set pretrain.micro_batch_size=8 --set pretrain.grad_accum=2 \
+        --set evaluate.batch_size=64
+
 Other presets or files: ``python benches/study_default.py smoke`` (about a minute); ``--keep DIR``
-keeps the study folder instead of a temporary one.
+keeps (and resumes) the study folder instead of a temporary one.
 """
 
 from __future__ import annotations
@@ -103,66 +112,94 @@ def run_study(config: str | None, out: Path) -> dict:
             "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg())}
 
 
-def findings(study_dir: Path) -> dict:
-    """The key numbers of a finished study, from its tidy scores table."""
+def findings(study_dir: Path) -> tuple[dict, list[dict]]:
+    """The key numbers of a finished study (from its report tables) and its verdict rows."""
     import polars as pl
 
-    scores = pl.read_parquet(study_dir / "results" / "scores.parquet")
-    scores = scores.filter(pl.col("task") != "Average")
-    avg = (scores.group_by(["student", "teacher", "method", "temperature", "noise_sigma",
-                            "teacher_kind", "student_size_b"], maintain_order=True)
-           .agg(pl.col("score").mean()))
+    tables = study_dir / "report" / "tables"
+    summary = pl.read_csv(tables / "scores_over_seeds.csv")
+    verdicts = pl.read_csv(tables / "findings.csv")
     row: dict = {}
 
-    def pick(**where) -> float | None:
-        sel = avg
-        for k, v in where.items():
-            sel = sel.filter(pl.col(k).is_null() if v is None else pl.col(k) == v)
-        return round(float(sel["score"][0]), 2) if sel.height else None
+    def cell(r: dict) -> str:
+        if r["ci_low"] is None:
+            return f"{r['mean']:.1f}"
+        return f"{r['mean']:.1f} [{r['ci_low']:.1f}, {r['ci_high']:.1f}]"
 
-    sft = avg.filter(pl.col("method") == "SFT").sort("student_size_b")
-    kd = avg.filter(pl.col("method").is_in(["SeqKD", "RevKD", "GKD"]))
-    teachers = [t for t in kd["teacher"].unique().to_list() if t is not None]
-    for t in teachers:
-        row[f"teacher_sft_{t}"] = pick(method="SFT", student=t)
-    students = [s for s in sft["student"].to_list() if s not in teachers]
-    for s in students:
-        row[f"sft_{s}"] = pick(method="SFT", student=s)
-        main = kd.filter((pl.col("student") == s) & (pl.col("teacher_kind") == "task_aware")
-                         & (pl.col("temperature") == 1.0) & (pl.col("noise_sigma") == 0.0))
-        row[f"best_kd_{s}"] = round(float(main["score"].max()), 2) if main.height else None
-    if students:
-        small = students[0]
-        row["smallest_student"] = small
-        base = row[f"sft_{small}"]
-        best = row[f"best_kd_{small}"]
-        row["kd_gain_smallest"] = None if best is None or base is None else round(best - base, 2)
-        for method in ("SeqKD", "RevKD", "GKD"):
-            s = pick(student=small, method=method, temperature=1.0, noise_sigma=0.0,
-                     teacher_kind="task_aware")
-            row[f"kd_gain_smallest_{method}"] = None if s is None else round(s - base, 2)
-        ablated = kd.filter(pl.col("temperature") != 1.0)["student"].unique().to_list() or [small]
-        ab = ablated[0]
-        row["ablation_student"] = ab
-        for method in ("SeqKD", "RevKD"):
-            for t in (1.0, 2.0, 5.0):
-                row[f"{method.lower()}_T{t:g}"] = pick(student=ab, method=method, temperature=t,
-                                                       noise_sigma=0.0, teacher_kind="task_aware")
-        for sigma in (0.0, 1.0, 5.0):
-            row[f"seqkd_sigma{sigma:g}"] = pick(student=ab, method="SeqKD", temperature=1.0,
-                                                noise_sigma=sigma, teacher_kind="task_aware")
-        unaware = pick(student=ab, method="SeqKD", temperature=1.0, noise_sigma=0.0,
-                       teacher_kind="task_unaware")
-        aware = row["seqkd_T1"]
-        row["unaware_seqkd"] = unaware
-        row["unaware_delta"] = None if unaware is None or aware is None else round(unaware - aware, 2)
-    return row
+    for r in summary.filter(pl.col("method") == "SFT").iter_rows(named=True):
+        row[f"sft_{r['student']}"] = cell(r)
+    for r in summary.filter(pl.col("method") == "BaseModel").iter_rows(named=True):
+        row[f"base_{r['student']}"] = cell(r)
+    main_runs = summary.filter((pl.col("teacher_kind") == "task_aware") & (pl.col("noise_sigma") == 0.0)
+                               & (pl.col("temperature") == 1.0))
+    for r in main_runs.iter_rows(named=True):
+        row[f"{r['method'].lower()}_{r['student']}"] = cell(r)
+    ablation = summary.filter(pl.col("method").is_in(["SeqKD", "RevKD"])
+                              & ((pl.col("temperature") != 1.0) | (pl.col("noise_sigma") != 0.0)
+                                 | (pl.col("teacher_kind") == "task_unaware")))
+    for r in ablation.iter_rows(named=True):
+        tag = ("unaware" if r["teacher_kind"] == "task_unaware" else
+               f"sigma{r['noise_sigma']:g}" if r["noise_sigma"] else f"T{r['temperature']:g}")
+        row[f"{r['method'].lower()}_{tag}_{r['student']}"] = cell(r)
+    for r in verdicts.iter_rows(named=True):
+        row["verdict: " + r["finding"]] = r["verdict"]
+    rows = [{k: r[k] for k in ("finding", "verdict", "estimate", "ci_low", "ci_high", "p_value", "min_p", "n")}
+            for r in verdicts.iter_rows(named=True)]
+    return row, rows
+
+
+def with_overrides(config: str | None, overrides: list[str], out: Path) -> str | None:
+    """A TOML file: the preset or file ``config`` with ``section.key=value`` overrides applied."""
+    if not overrides:
+        return config
+    import tomllib
+
+    from kdlens.config import parse_override
+    from kdlens.study.config import PRESETS
+
+    from importlib import resources
+
+    if config is None or config in PRESETS:
+        text = resources.files("kdlens.study.presets").joinpath(f"{config or 'synthetic'}.toml").read_text()
+    else:
+        text = Path(config).read_text()
+    data = tomllib.loads(text)
+    for item in overrides:
+        key, value = parse_override(item)
+        *sections, leaf = key.split(".")
+        target = data
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[leaf] = value
+    path = out.parent / f"{out.name}.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(_toml(data))
+    return str(path)
+
+
+def _toml(data: dict) -> str:
+    import json
+
+    lines, tables = [], []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            tables.append((key, value))
+        else:
+            lines.append(f"{key} = {json.dumps(value)}")
+    for name, table in tables:
+        lines.append(f"\n[{name}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("config", nargs="?", default=None, help="study preset or TOML (default: synthetic)")
-    ap.add_argument("--keep", default=None, help="study folder to use and keep (default: a temp folder)")
+    ap.add_argument("--keep", default=None, help="study folder to use and keep (default: a temp folder); "
+                    "running again with the same folder resumes (then wall_s covers only this part)")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override a config value (e.g. train.grad_accum=2), repeatable")
+    ap.add_argument("--variant", default="default", help="label of this run in the results (e.g. fp-order-b)")
     args = ap.parse_args()
     from _record import record
 
@@ -173,9 +210,12 @@ def main() -> None:
         tmp = tempfile.mkdtemp(prefix="kdlens-study-bench-")
         out = Path(tmp) / "study"
     try:
-        timing = run_study(args.config, out)
-        row = {"config": args.config or "synthetic", **timing, **findings(out)}
-        record("study_default", [row])
+        config = with_overrides(args.config, args.set, out)
+        timing = run_study(config, out)
+        numbers, verdicts = findings(out)
+        base = {"config": args.config or "synthetic", "variant": args.variant, "overrides": " ".join(args.set)}
+        record("study_default", [{**base, **timing, **numbers}])
+        record("study_default_verdicts", [{**base, **v} for v in verdicts])
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)

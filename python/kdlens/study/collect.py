@@ -13,12 +13,11 @@ from pathlib import Path
 
 from kdlens.study.config import StudyConfig, method_name
 from kdlens.study.plan import Plan
+from kdlens.study.store import unit_result
 
 
 def collect_tables(study_dir: Path, plan: Plan) -> dict:
     import polars as pl
-
-    from kdlens.study.store import unit_result
 
     units = plan.by_id()
     results = {u.id: unit_result(study_dir, u.id) for u in plan.units if u.kind != "report"}
