@@ -29,7 +29,6 @@ from kdlens.stats import (
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "python" / "kdlens" / "stats" / "paper_data"
-SHARED = REPO.parent / "shared" / "paper-results"
 
 SCORE_FILES = {
     "math": ["math_results_main.csv", "llama_math_results.csv"],
@@ -127,13 +126,11 @@ def hypotheses(paper):
     return all_hypotheses(units, bootstrap=200, seed=0)
 
 
-def test_shared_copy_is_identical():
-    if not SHARED.is_dir():
-        pytest.skip("../shared/paper-results is not beside this checkout")
-    shared = sorted(p.name for p in SHARED.glob("*.csv"))
-    assert shared == sorted(p.name for p in DATA.glob("*.csv"))
-    for name in shared:
-        assert (SHARED / name).read_bytes() == (DATA / name).read_bytes(), name
+def test_the_shipped_copy_is_the_default():
+    from kdlens.stats.paper_results import bundled_paper_results
+
+    assert bundled_paper_results().resolve() == DATA.resolve()
+    assert len(list(DATA.glob("*.csv"))) == 10 and (DATA / "LICENSE").is_file()
 
 
 @pytest.mark.parametrize("family", ["math", "commonsense"])

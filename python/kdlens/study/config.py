@@ -6,7 +6,7 @@ every (teacher, student) pair gets each objective at T=1 with sigma=0 and a task
 ``ablation_students`` additionally get the temperature sweep (objectives that use T), and the noise
 sweep and the task-unaware (base) teacher on ``ablation_objectives`` (T=1). Every student-side run
 (SFT and KD) is repeated for each of ``grid.seeds``. ``grid.mode = "full"`` runs the whole product
-instead. Sections ``train``, ``sft``, ``teacher_sft``, ``kd``, ``pretrain`` and ``evaluate`` are
+instead. Sections ``train``, ``sft``, ``teacher_sft``, ``kd``, ``pretrain``, ``teacher_pretrain`` and ``evaluate`` are
 passed through to the stages (``kdlens.train.TrainConfig`` and ``kdlens.evaluate``), which validate
 their own keys.
 """
@@ -135,6 +135,8 @@ class StudyConfig:
     evaluate: dict = option(default_factory=dict, help="[evaluate]: decoding and evaluation options")
     pretrain: dict = option(default_factory=dict, help="[pretrain]: kdlens.train options of the pretraining of "
                             "tiny base models on the generic corpus (max_steps = 0: random bases)")
+    teacher_pretrain: dict = option(default_factory=dict, help="[teacher_pretrain]: options of the teachers' "
+                                    "pretraining, over [pretrain]")
 
     def __post_init__(self):
         object.__setattr__(self, "devices", tuple(str(d) for d in self.devices))

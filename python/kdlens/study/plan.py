@@ -148,7 +148,8 @@ def plan_study(cfg: StudyConfig) -> Plan:
     models = list(dict.fromkeys(cfg.models.teachers + cfg.models.students))
     base: dict[str, Unit] = {}
     for m in models:
-        u = Unit("base", f"base {m}", {"model": m, "pretrain": cfg.pretrain}, {"task": task.id})
+        pretrain = {**cfg.pretrain, **(cfg.teacher_pretrain if m in cfg.models.teachers else {})}
+        u = Unit("base", f"base {m}", {"model": m, "pretrain": pretrain}, {"task": task.id})
         base[m] = u
         units.append(u)
 
