@@ -152,12 +152,11 @@ def with_overrides(config: str | None, overrides: list[str], out: Path) -> str |
     """A TOML file: the preset or file ``config`` with ``section.key=value`` overrides applied."""
     if not overrides:
         return config
-    import tomllib
+    from importlib import resources
 
+    import tomllib
     from kdlens.config import parse_override
     from kdlens.study.config import PRESETS
-
-    from importlib import resources
 
     if config is None or config in PRESETS:
         text = resources.files("kdlens.study.presets").joinpath(f"{config or 'synthetic'}.toml").read_text()

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
 from kdlens.cli import main
 from kdlens.report.tables import fmt_cell, fmt_num, fmt_p
 
@@ -49,9 +48,9 @@ def test_report_on_a_synthetic_study(synthetic_results, tmp_path, syn):
     assert "figures/" not in page
     # every figure has a caption naming its data; every table states its unit and n
     assert md.count("Data: ") >= len(FIGURES)
-    tables = re.findall(r"^\*\*(.+)\*\*$", md, flags=re.M)
+    tables = re.findall(r"^\*\*(.+)\*\*$", md, flags=re.MULTILINE)
     assert len(tables) >= 6
-    for section in re.split(r"^\*\*", md, flags=re.M)[1:]:
+    for section in re.split(r"^\*\*", md, flags=re.MULTILINE)[1:]:
         assert re.search(r"[Uu]nit", section) and re.search(r"\bn\b|n =|n between", section), section[:80]
     # the known H1 statistic of the synthetic study appears, formatted as in the paper's Table 3
     hyp = pl.read_csv(out / "tables" / "hypotheses.csv")

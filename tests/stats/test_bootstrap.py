@@ -7,8 +7,6 @@ import math
 
 import numpy as np
 import pytest
-from scipy import stats
-
 from kdlens.stats.bootstrap import (
     bootstrap_mean_ci,
     bootstrap_spearman_ci,
@@ -17,6 +15,7 @@ from kdlens.stats.bootstrap import (
     eta_squared,
     holm_adjust,
 )
+from scipy import stats
 
 
 def test_spearman_interval_agrees_with_scipy_bootstrap():

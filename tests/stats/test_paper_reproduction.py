@@ -19,13 +19,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from scipy import stats
-
 from kdlens.stats import (
     all_hypotheses,
     build_units,
     load_paper_results,
 )
+from scipy import stats
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "python" / "kdlens" / "stats" / "paper_data"

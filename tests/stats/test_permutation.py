@@ -6,9 +6,12 @@ import math
 
 import numpy as np
 import pytest
+from kdlens.stats.permutation import (
+    sign_flip_test,
+    spearman_permutation_test,
+    t_interval,
+)
 from scipy import stats
-
-from kdlens.stats.permutation import sign_flip_test, spearman_permutation_test, t_interval
 
 
 def test_spearman_over_three_points_has_exact_p_one_third():

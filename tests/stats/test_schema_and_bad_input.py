@@ -6,9 +6,14 @@ from __future__ import annotations
 import polars as pl
 import pytest
 import synthetic_study as syn
-
 from kdlens.errors import KdlensError
-from kdlens.stats import build_units, h1_improvement_ttest, parse_size_b, validate_pair_metric, validate_results
+from kdlens.stats import (
+    build_units,
+    h1_improvement_ttest,
+    parse_size_b,
+    validate_pair_metric,
+    validate_results,
+)
 from kdlens.stats.schema import canonical_task
 
 

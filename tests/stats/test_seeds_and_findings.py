@@ -6,10 +6,9 @@ import itertools
 import numpy as np
 import polars as pl
 import pytest
-from scipy import stats
-
 from kdlens.stats.findings import paper_findings
 from kdlens.stats.seeds import paired_contrasts, seed_summary
+from scipy import stats
 
 SEEDS = (0, 1, 2)
 

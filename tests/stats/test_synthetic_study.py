@@ -7,8 +7,6 @@ from __future__ import annotations
 import polars as pl
 import pytest
 import synthetic_study as syn
-from scipy import stats
-
 from kdlens.stats import (
     ResultTables,
     analyse,
@@ -25,6 +23,7 @@ from kdlens.stats import (
     teacher_kind_deltas,
     temperature_curves,
 )
+from scipy import stats
 
 
 @pytest.fixture(scope="module")

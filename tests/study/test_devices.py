@@ -4,7 +4,6 @@ units overlap in time even with two jobs; units that load no model run beside th
 import itertools
 
 import pytest
-
 from kdlens.study import plan_study
 from kdlens.study.config import study_config_from_dict
 from kdlens.study.runner import MODEL_UNITS, run_study, unit_result

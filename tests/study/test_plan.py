@@ -3,9 +3,14 @@
 import dataclasses
 
 import pytest
-
 from kdlens.errors import KdlensError
-from kdlens.study.config import GridSpec, ModelsSpec, StudyConfig, load_study_config, study_config_from_dict
+from kdlens.study.config import (
+    GridSpec,
+    ModelsSpec,
+    StudyConfig,
+    load_study_config,
+    study_config_from_dict,
+)
 from kdlens.study.plan import kd_runs, plan_study
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
 from kdlens.study import load_study_config, plan_study
 from kdlens.study.runner import describe_plan, run_study, unit_dir, unit_result
 

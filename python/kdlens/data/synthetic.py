@@ -31,9 +31,9 @@ import json
 import os
 import random
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from kdlens.errors import KdlensError
 
@@ -85,8 +85,8 @@ def _problem(op: str, level: int, rng: random.Random) -> tuple[str, str, int]:
     name, friend = rng.sample(_NAMES, 2)
     obj = rng.choice(_OBJECTS)
     box = rng.choice(_CONTAINERS)
-    n = lambda: rng.randint(lo, hi)  # noqa: E731
-    f = lambda: rng.randint(flo, fhi)  # noqa: E731
+    n = lambda: rng.randint(lo, hi)
+    f = lambda: rng.randint(flo, fhi)
     if op == "add":
         a, b = n(), n()
         c = a + b
@@ -360,7 +360,7 @@ def _counting(rng: random.Random) -> str:
         n = rng.randrange(len(_NUMBER_WORDS))
         return f"{_NUMBER_WORDS[n].capitalize()} is {n}."
     if kind == 2:
-        a, b = rng.sample(range(0, 40), 2)
+        a, b = rng.sample(range(40), 2)
         return f"{max(a, b)} is more than {min(a, b)}." if rng.random() < 0.5 else \
             f"{min(a, b)} is less than {max(a, b)}."
     n = rng.randint(1, 9)

@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from kdlens.io import atomic_path
-from kdlens.stats.schema import AVERAGE_TASK, family_order, task_display, task_order
+from kdlens.stats.schema import AVERAGE_TASK, family_order
 
 METHOD_COLORS = {"SFT": "#7f7f7f", "KD": "#1f77b4", "SeqKD": "#1f77b4", "RevKD": "#d62728", "GKD": "#2ca02c"}
 _FALLBACK = ["#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#ff7f0e"]

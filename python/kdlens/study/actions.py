@@ -16,9 +16,9 @@ report: the tidy results, agreement and fidelity tables, statistics and the repo
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from kdlens.errors import KdlensError
 from kdlens.study.config import StudyConfig
@@ -55,7 +55,12 @@ class UnitContext:
 def run_task(ctx: UnitContext) -> dict:
     spec = ctx.cfg.task
     if spec.kind == "synthetic":
-        from kdlens.data.synthetic import OPERATIONS, make_task, write_pretraining_corpus, write_task
+        from kdlens.data.synthetic import (
+            OPERATIONS,
+            make_task,
+            write_pretraining_corpus,
+            write_task,
+        )
 
         task = make_task(seed=spec.seed, n_train=spec.n_train, n_test=spec.n_test,
                          levels=spec.levels, operations=spec.operations or OPERATIONS,

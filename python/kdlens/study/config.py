@@ -14,11 +14,11 @@ their own keys.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+
+import tomllib
 
 from kdlens.config import option
 from kdlens.errors import KdlensError

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from kdlens.errors import KdlensError
 from kdlens.study.config import OBJECTIVES_WITH_TEMPERATURE, StudyConfig, method_name
@@ -54,7 +54,7 @@ class Unit:
                 "deps": dict(self.deps)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Unit":
+    def from_dict(cls, d: dict) -> Unit:
         return cls(kind=d["kind"], label=d["label"], params=d["params"], deps=dict(d["deps"]), id=d["id"])
 
 
@@ -84,7 +84,7 @@ class Plan:
         return {"config": self.config, "units": [u.to_dict() for u in self.units]}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Plan":
+    def from_dict(cls, d: dict) -> Plan:
         return cls(config=d["config"], units=tuple(Unit.from_dict(u) for u in d["units"]))
 
 

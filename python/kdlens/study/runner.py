@@ -16,14 +16,19 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from kdlens.errors import KdlensError
 from kdlens.study.config import StudyConfig
 from kdlens.study.plan import Plan, Unit, plan_study
-from kdlens.study.progress import expected_cost, planned_steps, remaining_path_cost, training_step
+from kdlens.study.progress import (
+    expected_cost,
+    planned_steps,
+    remaining_path_cost,
+    training_step,
+)
 from kdlens.study.store import UNIT_DONE, load_plan, unit_dir, unit_result, write_plan
 
 __all__ = ["UNIT_DONE", "StudyOutcome", "describe_plan", "load_plan", "run_study", "unit_dir", "unit_result"]
