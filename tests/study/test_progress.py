@@ -30,7 +30,8 @@ def test_costs_order_units_as_their_work_does():
     assert cost["kd tiny-teacher->tiny-s1 GKD T=1 sigma=0 seed=0"] > cost["kd tiny-teacher->tiny-s1 SeqKD T=1 sigma=0 seed=0"]
     assert cost["eval sft tiny-s4 seed=0"] > cost["eval sft tiny-s1 seed=0"]
     assert max(cost.values()) / min(cost.values()) > 100  # why counting units misleads the ETA
-    assert planned_steps(by_label["base tiny-teacher"], plan) == plan.config["pretrain"]["max_steps"]
+    assert planned_steps(by_label["base tiny-teacher"], plan) == plan.config["teacher_pretrain"]["max_steps"]
+    assert planned_steps(by_label["base tiny-s1"], plan) == plan.config["pretrain"]["max_steps"]
     assert planned_steps(by_label["sft tiny-teacher (task-aware teacher)"], plan) == plan.config["teacher_sft"]["max_steps"]
     assert planned_steps(by_label["sft tiny-s1 seed=0"], plan) == plan.config["train"]["max_steps"]
 
