@@ -228,6 +228,7 @@ def agreement_like_with_like(analysis, path: Path) -> FigureResult:
         ax.set_xticks(range(stats_.height), [f"{lab}\n(n={n})" for lab, n in zip(stats_["label"], stats_["n"])],
                       rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("agreement with its teacher (%)")
+        ax.set_ylim(0, 100)  # intervals over few runs can reach past the scale
         ax.set_title(title, fontsize=9)
     _save(fig, path)
     return FigureResult(
