@@ -1,4 +1,4 @@
-"""Batched generation (kdlens.generate) against plain transformers/PyTorch references.
+"""Batched generation (kdlens.eval.decode) against plain transformers/PyTorch references.
 
 References: ``model.generate`` one prompt at a time (greedy), a cache-free loop that re-runs the
 full sequence each step and samples with ``torch.multinomial`` (sampling), and transformers'
@@ -10,7 +10,7 @@ import torch
 
 from eval_fixtures import PROMPTS
 from kdlens.errors import KdlensError
-from kdlens.generate import Decoding, filter_logits, generate, item_seed
+from kdlens.eval.decode import Decoding, filter_logits, generate, item_seed
 
 NEW = 24
 
@@ -155,7 +155,7 @@ def test_lora_adapter_model_generates_like_merged_weights(tiny_lm, tmp_path):
     assert with_adapter == [_hf_greedy(merged, tok, p, 12) for p in PROMPTS[:8]]
     assert with_adapter != [g.token_ids for g in generate(model, tok, PROMPTS[:8], dec, eos_token_ids=[])]
     # The same adapter through evaluate(): loaded from folders, named after the adapter folder.
-    from kdlens.evaluate import evaluate
+    from kdlens.eval.run import evaluate
 
     res = evaluate(str(folder), "synthetic", tmp_path / "eval", adapter=tmp_path / "adapter",
                    decoding=Decoding(max_new_tokens=12, batch_size=2),

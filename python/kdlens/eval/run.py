@@ -1,9 +1,9 @@
-"""Zero-shot evaluation: generate answers for benchmark tasks, score them, pair teacher and student.
+"""Zero-shot evaluation run: build the prompts, generate (resumable), score, write the tables.
 
 :func:`evaluate` builds the paper's prompts for each task (the Alpaca template with the response left
-open), generates with :mod:`kdlens.generate` (batched, resumable), extracts answers with
-:mod:`kdlens.answers` (the one implementation of the paper's rules, shared with the Rust agreement
-code) or scores ROUGE-L for instruction following, and writes into ``out_dir``:
+open), generates with :mod:`kdlens.eval.resume` (batched, resumable), scores with
+:mod:`kdlens.eval.score` (the paper's answer rules of :mod:`kdlens.metrics.answers`, or ROUGE-L for
+instruction following), and writes into ``out_dir``:
 
 - ``generations.parquet``: one row per (model, task, item, seed) with prompt, raw_output, output (the
   response cut at the next "### Instruction"), pred, gold, references, correct, score, prompt_tokens,
@@ -12,8 +12,7 @@ code) or scores ROUGE-L for instruction following, and writes into ``out_dir``:
   over the family's tasks, as in the paper);
 - ``run.json``: the model and decoding the folder belongs to (a resumed run must match it).
 
-:func:`compare` pairs a teacher's and a student's generations: answer agreement and BLEU fidelity
-per task and per family average (paper section 6) through :mod:`kdlens.metrics`.
+Teacher-student pairing of two such folders is :func:`kdlens.metrics.pairs.compare`.
 
 Tests: ``python -m pytest tests/evaluate -q``.
 """
@@ -26,9 +25,11 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from kdlens.errors import KdlensError
-from kdlens.generate import ITEM_KEY, Decoding, check_manifest, remove_parts, run_generation
+from kdlens.eval.decode import Decoding
+from kdlens.eval.resume import ITEM_KEY, check_manifest, remove_parts, run_generation
+from kdlens.eval.score import results_markdown, score_generations, summarize
+from kdlens.metrics.pairs import GENERATIONS
 
-GENERATIONS = "generations.parquet"
 RESULTS = "results.parquet"
 
 
@@ -57,105 +58,6 @@ def model_name(model: str | os.PathLike, adapter: str | os.PathLike | None = Non
 
 
 # ----------------------------------------------------------------------------------------------
-# Scoring
-
-
-def rouge_l(outputs: Sequence[str], references: Sequence[Sequence[str]]):
-    """ROUGE-L F-measure x 100 with Porter stemming, max over each item's references (rouge-score)."""
-    import numpy as np
-    from rouge_score import rouge_scorer
-
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    scores = np.zeros(len(outputs), dtype=np.float64)
-    for i, (out, refs) in enumerate(zip(outputs, references)):
-        if not refs:
-            raise KdlensError(f"item {i} has no reference to score against")
-        scores[i] = 100.0 * max(scorer.score(ref, out)["rougeL"].fmeasure for ref in refs)
-    return scores
-
-
-def score_task(task, outputs: Sequence[str], golds: Sequence[str], references: Sequence[Sequence[str]]):
-    """(pred, correct, score) lists for one task's outputs: extraction + match, or ROUGE-L."""
-    if task.metric == "rouge_l":
-        scores = rouge_l(outputs, references)
-        return [None] * len(outputs), [None] * len(outputs), scores.tolist()
-    from kdlens import answers
-
-    rule = answers.rule_for_task(task.rule)
-    preds = answers.extract_answers(list(outputs), rule)
-    correct = [bool(c) for c in answers.is_correct(list(outputs), list(golds), rule)]
-    return list(preds), correct, [100.0 if c else 0.0 for c in correct]
-
-
-def score_generations(frame, tasks_by_name: Mapping[str, object] | None = None):
-    """Add pred, correct and score columns to rows with task, output, gold and references."""
-    import polars as pl
-
-    from kdlens.tasks import get_task
-
-    pieces = []
-    for (name,), sub in frame.group_by(["task"], maintain_order=True):
-        task = (tasks_by_name or {}).get(name) or get_task(name)
-        preds, correct, scores = score_task(task, sub["output"].to_list(), sub["gold"].to_list(),
-                                            sub["references"].to_list())
-        pieces.append(sub.with_columns(
-            pl.Series("pred", preds, dtype=pl.String),
-            pl.Series("correct", correct, dtype=pl.Boolean),
-            pl.Series("score", scores, dtype=pl.Float64),
-        ))
-    return pl.concat(pieces, how="vertical_relaxed")
-
-
-def summarize(generations):
-    """Per-task scores and family averages from scored generations (columns below).
-
-    model, task, display, family, metric, n (items), seeds, score (mean over items and seeds, %),
-    score_std (standard deviation of the per-seed scores; 0 for one seed). Family rows have
-    task "Average": the unweighted mean of the family's task scores (the paper's Average).
-    """
-    import polars as pl
-
-    from kdlens.tasks import get_task, list_tasks
-
-    order = {t.name: i for i, t in enumerate(list_tasks())}
-    per_seed = generations.group_by(["model", "task", "seed"]).agg(pl.col("score").mean())
-    rows = []
-    for (model, name), sub in per_seed.group_by(["model", "task"], maintain_order=True):
-        task = get_task(name)
-        items = generations.filter((pl.col("model") == model) & (pl.col("task") == name))
-        rows.append({
-            "model": model, "task": name, "display": task.display, "family": task.family,
-            "metric": task.metric, "n": items["id"].n_unique(), "seeds": sub.height,
-            "score": float(sub["score"].mean()),
-            "score_std": float(sub["score"].std(ddof=0)) if sub.height > 1 else 0.0,
-        })
-    rows.sort(key=lambda r: (r["model"], order.get(r["task"], 1 << 30)))
-    table = pl.DataFrame(rows, schema={
-        "model": pl.String, "task": pl.String, "display": pl.String, "family": pl.String,
-        "metric": pl.String, "n": pl.Int64, "seeds": pl.Int64, "score": pl.Float64,
-        "score_std": pl.Float64})
-    averages = (table.group_by(["model", "family"], maintain_order=True)
-                .agg(pl.col("metric").first(), pl.col("n").sum(), pl.col("seeds").max(),
-                     pl.col("score").mean(), pl.lit(0.0).alias("score_std"))
-                .with_columns(pl.lit("Average").alias("task"), pl.lit("Average").alias("display")))
-    out = []
-    for (model, family), sub in table.group_by(["model", "family"], maintain_order=True):
-        out.append(sub)
-        out.append(averages.filter((pl.col("model") == model) & (pl.col("family") == family))
-                   .select(table.columns))
-    return pl.concat(out) if out else table
-
-
-def results_markdown(results) -> str:
-    """A Markdown table of a results frame (one line per task and family average)."""
-    lines = ["| model | family | task | metric | n | score |", "|---|---|---|---|---:|---:|"]
-    for r in results.iter_rows(named=True):
-        score = f"{r['score']:.2f}" + (f" ± {r['score_std']:.2f}" if r.get("seeds", 1) > 1 and r["task"] != "Average" else "")
-        lines.append(f"| {r['model']} | {r['family']} | {r['display']} | {r['metric']} | {r['n']} | {score} |")
-    return "\n".join(lines) + "\n"
-
-
-# ----------------------------------------------------------------------------------------------
 # The evaluation run
 
 
@@ -181,7 +83,7 @@ def build_items(tasks, *, seeds: Sequence[int], template, data: Mapping[str, str
 
 
 def _canonical_data(data: Mapping[str, str] | None) -> dict[str, str]:
-    from kdlens.tasks import get_task
+    from kdlens.eval.tasks import get_task
 
     return {get_task(k).name: str(v) for k, v in (data or {}).items()}
 
@@ -219,7 +121,7 @@ def evaluate(
 
     from kdlens.data.prompts import get_template
     from kdlens.io import write_table_atomic, write_text_atomic
-    from kdlens.tasks import Task, resolve_tasks
+    from kdlens.eval.tasks import Task, resolve_tasks
 
     tmpl = get_template(template)
     task_list = [t for t in tasks] if not isinstance(tasks, str) else resolve_tasks(tasks)
@@ -298,95 +200,3 @@ def evaluate(
 def _has_tokenizer(folder) -> bool:
     p = Path(folder)
     return p.is_dir() and any((p / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
-
-
-# ----------------------------------------------------------------------------------------------
-# Teacher-student pairing
-
-
-def _load_generations(folder: str | os.PathLike):
-    from kdlens.io import read_table
-
-    path = Path(folder)
-    path = path / GENERATIONS if path.is_dir() else path
-    if not path.is_file():
-        raise KdlensError(f"{path}: no generations table; run `kdlens evaluate ... -o {folder}` first")
-    return read_table(path)
-
-
-def compare(teacher_dir: str | os.PathLike, student_dir: str | os.PathLike, **bleu_options):
-    """Agreement and BLEU fidelity between a teacher's and a student's generations (paper section 6).
-
-    Items are paired on (task, id, seed) when both used the same seeds, else on (task, id) when each
-    side has one generation per item. Per task: n (paired items), agreement (% of items whose
-    extracted answers are equal; an item where either has no answer does not agree; null for
-    ROUGE-L tasks), fidelity (mean sentence BLEU of student output vs teacher output, 0-100),
-    corpus_bleu and bleu_signature. Family rows with task "Average" hold unweighted means over the
-    family's tasks. ``bleu_options`` go to :func:`kdlens.metrics.sentence_bleu`/``corpus_bleu``.
-    """
-    import numpy as np
-    import polars as pl
-
-    from kdlens import metrics
-    from kdlens.tasks import get_task, list_tasks
-
-    teacher = _load_generations(teacher_dir)
-    student = _load_generations(student_dir)
-    t_seeds = set(teacher["seed"].unique().to_list())
-    s_seeds = set(student["seed"].unique().to_list())
-    key = ["task", "id", "seed"] if t_seeds == s_seeds else ["task", "id"]
-    if key == ["task", "id"]:
-        for side, frame in (("teacher", teacher), ("student", student)):
-            if frame.select(key).is_duplicated().any():
-                raise KdlensError(
-                    f"the {side}'s generations have several seeds per item but the seeds differ "
-                    f"between teacher ({sorted(t_seeds)}) and student ({sorted(s_seeds)}); evaluate "
-                    "both with the same seeds")
-    cols = key + ["output", "model"]
-    paired = teacher.select(cols).join(student.select(cols), on=key, how="inner", suffix="_student")
-    if paired.height == 0:
-        raise KdlensError(f"{teacher_dir} and {student_dir} share no (task, item) pairs to compare")
-    t_name = teacher["model"][0]
-    s_name = student["model"][0]
-    order = {t.name: i for i, t in enumerate(list_tasks())}
-    rows = []
-    for name in sorted(paired["task"].unique().to_list(), key=lambda n: order.get(n, 1 << 30)):
-        task = get_task(name)
-        sub = paired.filter(pl.col("task") == name)
-        t_out = sub["output"].to_list()
-        s_out = sub["output_student"].to_list()
-        agreement = None
-        if task.metric == "accuracy":
-            from kdlens import answers
-
-            agreement = float(metrics.agreement(t_out, s_out, answers.rule_for_task(task.rule)))
-        sentence = np.asarray(metrics.sentence_bleu(s_out, t_out, **bleu_options), dtype=np.float64)
-        corpus = metrics.corpus_bleu(s_out, t_out, **bleu_options)
-        rows.append({"teacher": t_name, "student": s_name, "task": name, "display": task.display,
-                     "family": task.family, "n": sub.height, "agreement": agreement,
-                     "fidelity": float(sentence.mean()), "corpus_bleu": float(corpus.score),
-                     "bleu_signature": str(corpus.signature)})
-    table = pl.DataFrame(rows, schema={
-        "teacher": pl.String, "student": pl.String, "task": pl.String, "display": pl.String,
-        "family": pl.String, "n": pl.Int64, "agreement": pl.Float64, "fidelity": pl.Float64,
-        "corpus_bleu": pl.Float64, "bleu_signature": pl.String})
-    out = []
-    for (family,), sub in table.group_by(["family"], maintain_order=True):
-        out.append(sub)
-        out.append(sub.group_by("family").agg(
-            pl.col("teacher").first(), pl.col("student").first(), pl.lit("Average").alias("task"),
-            pl.lit("Average").alias("display"), pl.col("n").sum(), pl.col("agreement").mean(),
-            pl.col("fidelity").mean(), pl.col("corpus_bleu").mean(),
-            pl.col("bleu_signature").first()).select(table.columns))
-    return pl.concat(out)
-
-
-def comparison_markdown(table) -> str:
-    lines = ["| teacher | student | family | task | n | agreement | fidelity (BLEU) |",
-             "|---|---|---|---|---:|---:|---:|"]
-    for r in table.iter_rows(named=True):
-        agree = "-" if r["agreement"] is None else f"{r['agreement']:.2f}"
-        lines.append(f"| {r['teacher']} | {r['student']} | {r['family']} | {r['display']} | {r['n']} "
-                     f"| {agree} | {r['fidelity']:.2f} |")
-    sig = table["bleu_signature"][0] if table.height else ""
-    return "\n".join(lines) + f"\n\nBLEU: {sig}\n"

@@ -1,15 +1,9 @@
-"""Answer extraction rules of the paper (design/paper.md sections 5 and 6), run in Rust.
+"""Answers: extraction, correctness, agreement and accuracy with the paper's rules, run in Rust.
 
-This is the single implementation every stage uses (evaluation, agreement, the fidelity CLI):
-
-* math (gsm8k, svamp, multiarith, singleeq, addsub, synthetic): :data:`LAST_NUMBER` - commas
-  removed, the LAST match of ``-?\\d+\\.?\\d*`` read as a float; correct when
-  ``|gold - pred| <= 1e-3``; no number means no answer.
-* aqua: :data:`AQUA_LETTER` - the FIRST of ``A|B|C|D|E`` anywhere (case-sensitive, so the "A" of
-  "Answer" counts, a known quirk of the paper's code); exact string match.
-* commonsense: the FIRST match of the task's lowercase label pattern (boolq ``true|false``, piqa
-  ``solution1|solution2``, siqa/arc/obqa ``answer1..answer5``, hellaswag ``ending1..ending4``,
-  winogrande ``option1|option2``); exact string match.
+The rules themselves (which task reads which answer how) live in the task registry,
+:mod:`kdlens.eval.tasks` (see :mod:`kdlens.eval.tasks.rules` for the paper's rules); this module
+runs them. It is the single implementation every stage uses (evaluation, ``kdlens compare``,
+``kdlens fidelity``, the study). Depends only on :mod:`kdlens.metrics.columns` and the registry.
 
 Tests: ``python -m pytest tests/metrics/test_answers.py -q`` (a plain-Python transcription of the
 rules in the tests is the reference).
@@ -17,86 +11,45 @@ rules in the tests is the reference).
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from kdlens import _native
 from kdlens.errors import KdlensError
+from kdlens.eval.tasks import canonical_task, find_task, list_tasks
+from kdlens.eval.tasks.rules import (
+    ANSWER_1_TO_5,
+    AQUA_LETTER,
+    BOOLQ,
+    HELLASWAG,
+    LAST_NUMBER,
+    PIQA,
+    WINOGRANDE,
+    AnswerRule,
+)
+from kdlens.metrics.columns import text_column
+
+# derived from the registry: task name -> rule, for every task scored by an extracted answer
+TASK_RULES: dict[str, AnswerRule] = {t.name: t.rule for t in list_tasks() if t.rule is not None}
+MATH_TASKS = tuple(t.name for t in list_tasks("math"))
+COMMONSENSE_TASKS = tuple(t.name for t in list_tasks("commonsense"))
 
 
-@dataclass(frozen=True)
-class AnswerRule:
-    """How to read an answer from a generated text.
-
-    ``kind`` is ``"last_number"`` (numeric, compared within ``tolerance``) or ``"first_match"``
-    (the first occurrence of any of ``labels``, compared as exact strings).
-    """
-
-    name: str
-    kind: str
-    labels: tuple[str, ...] = ()
-    tolerance: float = 1e-3
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("last_number", "first_match"):
-            raise KdlensError(f"unknown answer rule kind {self.kind!r}; use last_number or first_match")
-        if self.kind == "first_match" and not self.labels:
-            raise KdlensError(f"answer rule {self.name!r} needs at least one label")
-
-
-LAST_NUMBER = AnswerRule("last_number", "last_number", tolerance=1e-3)
-AQUA_LETTER = AnswerRule("aqua_letter", "first_match", ("A", "B", "C", "D", "E"))
-BOOLQ = AnswerRule("boolq", "first_match", ("true", "false"))
-PIQA = AnswerRule("piqa", "first_match", ("solution1", "solution2"))
-ANSWER_1_TO_5 = AnswerRule("answer1-5", "first_match", tuple(f"answer{i}" for i in range(1, 6)))
-HELLASWAG = AnswerRule("hellaswag", "first_match", tuple(f"ending{i}" for i in range(1, 5)))
-WINOGRANDE = AnswerRule("winogrande", "first_match", ("option1", "option2"))
-
-TASK_RULES: dict[str, AnswerRule] = {
-    "gsm8k": LAST_NUMBER,
-    "svamp": LAST_NUMBER,
-    "multiarith": LAST_NUMBER,
-    "singleeq": LAST_NUMBER,
-    "addsub": LAST_NUMBER,
-    "synthetic": LAST_NUMBER,
-    "aqua": AQUA_LETTER,
-    "boolq": BOOLQ,
-    "piqa": PIQA,
-    "siqa": ANSWER_1_TO_5,
-    "arc_challenge": ANSWER_1_TO_5,
-    "arc_easy": ANSWER_1_TO_5,
-    "obqa": ANSWER_1_TO_5,
-    "hellaswag": HELLASWAG,
-    "winogrande": WINOGRANDE,
-}
-
-MATH_TASKS = ("gsm8k", "svamp", "multiarith", "singleeq", "addsub", "aqua")
-COMMONSENSE_TASKS = ("boolq", "piqa", "siqa", "hellaswag", "winogrande", "arc_challenge", "arc_easy",
-                     "obqa")
-
-_ALIASES = {"social_i_qa": "siqa", "socialiqa": "siqa", "openbookqa": "obqa", "arc_c": "arc_challenge",
-            "arc_e": "arc_easy"}
-
-
-def canonical_task(name: str) -> str:
-    """Canonical lowercase task key for names as they appear in the paper's files
-    (``ARC-Easy`` -> ``arc_easy``, ``social_i_qa`` -> ``siqa``, ``SVAMP`` -> ``svamp``)."""
-    key = re.sub(r"[\s\-]+", "_", str(name).strip().lower())
-    return _ALIASES.get(key, key)
+def task_rule(name: str) -> AnswerRule | None:
+    """The answer rule of a task name or alias; None for unknown tasks and ROUGE-L tasks."""
+    task = find_task(name)
+    return None if task is None else task.rule
 
 
 def rule_for_task(name: str) -> AnswerRule:
     """The answer rule of a task, accepting the case/alias variants of the paper's result files."""
-    key = canonical_task(name)
-    try:
-        return TASK_RULES[key]
-    except KeyError:
+    rule = task_rule(name)
+    if rule is None:
         raise KdlensError(
             f"no answer rule for task {name!r}; known tasks: {', '.join(sorted(TASK_RULES))} "
-            f"(aliases: {', '.join(sorted(_ALIASES))})") from None
+            "(case, dashes and the registry's aliases are accepted, e.g. ARC-Easy, social_i_qa)")
+    return rule
 
 
 def _as_rule(rule: AnswerRule | str) -> AnswerRule:
@@ -109,8 +62,6 @@ def extract_answers(texts: Any, rule: AnswerRule | str, num_threads: int | None 
     For the number rule the matched text is returned with commas removed (e.g. ``"1234"``,
     ``"18."``); compare with :func:`answers_match` / :func:`is_correct`, which read it as a float.
     """
-    from kdlens.metrics import text_column
-
     r = _as_rule(rule)
     try:
         return _native.extract_answers(text_column(texts, "texts"), r.kind, list(r.labels),
@@ -140,12 +91,43 @@ def answers_match(pred: str | None, gold: Any, rule: AnswerRule | str) -> bool:
     return str(pred) == str(gold)
 
 
+def agreement_per_item(teacher_outputs: Any, student_outputs: Any, rule: AnswerRule | str,
+                       num_threads: int | None = None) -> np.ndarray:
+    """Bool per item: both outputs yield an answer under ``rule`` (or a task name) and they agree."""
+    r = _as_rule(rule)
+    try:
+        return _native.agreement(text_column(teacher_outputs, "teacher_outputs"),
+                                 text_column(student_outputs, "student_outputs"), r.kind,
+                                 list(r.labels), r.tolerance, num_threads)
+    except (TypeError, ValueError) as exc:
+        raise KdlensError(f"cannot compute agreement: {exc}") from exc
+
+
+def agreement(teacher_outputs: Any, student_outputs: Any, rule: AnswerRule | str,
+              num_threads: int | None = None) -> float:
+    """Teacher-student agreement rate in percent (an item without an answer on either side never
+    agrees), the paper's section 6 metric."""
+    per_item = agreement_per_item(teacher_outputs, student_outputs, rule, num_threads)
+    return 100.0 * float(per_item.mean()) if len(per_item) else float("nan")
+
+
 def is_correct(outputs: Any, golds: Any, rule: AnswerRule | str,
                num_threads: int | None = None) -> np.ndarray:
-    """Vectorised: extract from each output and compare with its gold answer (bool array)."""
-    from kdlens.metrics import is_correct as _is_correct
+    """Bool per item: the answer extracted from the output matches the gold answer."""
+    r = _as_rule(rule)
+    if isinstance(golds, np.ndarray) and golds.dtype.kind in "fiu":
+        golds = [repr(float(g)) for g in golds.tolist()]
+    try:
+        return _native.correct(text_column(outputs, "outputs"), text_column(golds, "golds"), r.kind,
+                               list(r.labels), r.tolerance, num_threads)
+    except (TypeError, ValueError) as exc:
+        raise KdlensError(f"cannot score answers: {exc}") from exc
 
-    return _is_correct(outputs, golds, _as_rule(rule), num_threads)
+
+def accuracy(outputs: Any, golds: Any, rule: AnswerRule | str, num_threads: int | None = None) -> float:
+    """Accuracy in percent against gold answers, with the paper's extraction rules."""
+    ok = is_correct(outputs, golds, rule, num_threads)
+    return 100.0 * float(ok.mean()) if len(ok) else float("nan")
 
 
 __all__ = [
@@ -160,10 +142,14 @@ __all__ = [
     "PIQA",
     "TASK_RULES",
     "WINOGRANDE",
+    "accuracy",
+    "agreement",
+    "agreement_per_item",
     "answers_match",
     "canonical_task",
     "extract_answer",
     "extract_answers",
     "is_correct",
     "rule_for_task",
+    "task_rule",
 ]
