@@ -106,21 +106,16 @@ def item_seed(seed: int, key: str) -> int:
 def filter_logits(logits, top_k: int = 0, top_p: float = 1.0):
     """Set logits outside the top-k / nucleus (top-p) to -inf; 0 and 1.0 switch them off.
 
-    The nucleus follows transformers' TopPLogitsWarper: sort ascending, drop the tokens whose
-    cumulative probability is <= 1 - top_p, always keep the most likely token.
+    transformers' ``TopKLogitsWarper`` then ``TopPLogitsWarper`` (the order ``generate`` applies
+    them in): the nucleus sorts ascending, drops the tokens whose cumulative probability is
+    <= 1 - top_p and always keeps the most likely token.
     """
-    import torch
+    from transformers import TopKLogitsWarper, TopPLogitsWarper
 
     if top_k and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+        logits = TopKLogitsWarper(top_k)(None, logits)
     if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=False, dim=-1)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        drop_sorted = cumulative <= (1 - top_p)
-        drop_sorted[..., -1:] = False
-        drop = drop_sorted.scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
+        logits = TopPLogitsWarper(top_p)(None, logits)
     return logits
 
 
@@ -145,6 +140,54 @@ def _device_of(model):
         return torch.device("cpu")
 
 
+def generate_ids(
+    model,
+    tokenizer,
+    prompt_ids: Sequence[Sequence[int]],
+    decoding: Decoding = Decoding(),
+    *,
+    seed: int | None = None,
+    keys: Sequence[str] | None = None,
+    eos_token_ids: Iterable[int] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[tuple[list[int], str]]:
+    """Decode already tokenised prompts: (new token ids, stop reason) per prompt, in prompt order.
+
+    The stop reason is "eos" (the last id is the EOS token), "stop" (a stop string) or "length".
+    ``seed`` (default: the first of ``decoding.seeds``) and ``keys`` (default: the prompt's position)
+    seed each item's sampler. ``eos_token_ids`` defaults to the model's and tokenizer's EOS ids.
+    ``on_batch(n)`` is called after each batch with its number of prompts (progress bars).
+    """
+    import torch
+
+    prompt_ids = [list(p) for p in prompt_ids]
+    if keys is None:
+        keys = [str(i) for i in range(len(prompt_ids))]
+    if len(keys) != len(prompt_ids):
+        raise KdlensError(f"got {len(prompt_ids)} prompts but {len(keys)} keys")
+    if seed is None:
+        seed = decoding.seeds[0]
+    if tokenizer.pad_token_id is None:
+        raise KdlensError("the tokenizer has no pad token; set tokenizer.pad_token (e.g. to EOS)")
+    eos = set(eos_token_ids) if eos_token_ids is not None else _eos_ids(model, tokenizer)
+    order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))  # less padding per batch
+    results: list[tuple[list[int], str] | None] = [None] * len(prompt_ids)
+    device = _device_of(model)
+    for start in range(0, len(order), decoding.batch_size):
+        rows = order[start:start + decoding.batch_size]
+        batch = [prompt_ids[i] for i in rows]
+        generators = None
+        if decoding.do_sample:
+            generators = [torch.Generator(device=device).manual_seed(item_seed(seed, keys[i]))
+                          for i in rows]
+        outs = _generate_batch(model, tokenizer, batch, decoding, eos, generators, device)
+        for i, out in zip(rows, outs):
+            results[i] = out
+        if on_batch is not None:
+            on_batch(len(rows))
+    return results  # type: ignore[return-value]
+
+
 def generate(
     model,
     tokenizer,
@@ -158,45 +201,25 @@ def generate(
 ) -> list[Generation]:
     """Generate one continuation per prompt, in batches of ``decoding.batch_size``.
 
-    ``seed`` (default: the first of ``decoding.seeds``) and ``keys`` (default: the prompt's position)
-    seed each item's sampler. ``eos_token_ids`` defaults to the model's and tokenizer's EOS ids.
-    ``on_batch(n)`` is called after each batch with its number of prompts (progress bars).
-    Returns the generations in the order of ``prompts``.
+    Tokenises the prompts and decodes them with :func:`generate_ids` (same ``seed``, ``keys``,
+    ``eos_token_ids`` and ``on_batch``). Returns the generations in the order of ``prompts``.
     """
-    import torch
-
     prompts = list(prompts)
-    if keys is None:
-        keys = [str(i) for i in range(len(prompts))]
-    if len(keys) != len(prompts):
+    if keys is not None and len(keys) != len(prompts):
         raise KdlensError(f"got {len(prompts)} prompts but {len(keys)} keys")
-    if seed is None:
-        seed = decoding.seeds[0]
     if tokenizer.pad_token_id is None:
         raise KdlensError("the tokenizer has no pad token; set tokenizer.pad_token (e.g. to EOS)")
-    eos = set(eos_token_ids) if eos_token_ids is not None else _eos_ids(model, tokenizer)
     if not prompts:
         return []
     encoded = tokenizer(prompts, add_special_tokens=True)["input_ids"]
-    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))  # less padding per batch
-    results: list[Generation | None] = [None] * len(prompts)
-    device = _device_of(model)
-    for start in range(0, len(order), decoding.batch_size):
-        rows = order[start:start + decoding.batch_size]
-        batch = [encoded[i] for i in rows]
-        generators = None
-        if decoding.do_sample:
-            generators = [torch.Generator(device=device).manual_seed(item_seed(seed, keys[i]))
-                          for i in rows]
-        outs = _generate_batch(model, tokenizer, batch, decoding, eos, generators, device)
-        for i, (tokens, reason) in zip(rows, outs):
-            body = tokens[:-1] if reason == "eos" else tokens
-            text = tokenizer.decode(body, skip_special_tokens=True)
-            results[i] = Generation(text=text, token_ids=tokens, prompt_tokens=len(encoded[i]),
-                                    stop_reason=reason)
-        if on_batch is not None:
-            on_batch(len(rows))
-    return results  # type: ignore[return-value]
+    outs = generate_ids(model, tokenizer, encoded, decoding, seed=seed, keys=keys,
+                        eos_token_ids=eos_token_ids, on_batch=on_batch)
+    results = []
+    for ids, (tokens, reason) in zip(encoded, outs):
+        body = tokens[:-1] if reason == "eos" else tokens
+        results.append(Generation(text=tokenizer.decode(body, skip_special_tokens=True), token_ids=tokens,
+                                  prompt_tokens=len(ids), stop_reason=reason))
+    return results
 
 
 def _generate_batch(model, tokenizer, batch: list[list[int]], decoding: Decoding, eos: set[int],
