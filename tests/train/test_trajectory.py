@@ -62,6 +62,7 @@ def test_loss_trajectory_follows_a_plain_pytorch_loop(base_cfg, task_dir, teache
     if mode == "kd":
         kw.update(mode="kd", teacher=str(teacher_dir), objective="forward_kl", temperature=temperature,
                   loss_implementation="chunked")
+    (tmp_path / "run").mkdir()  # train() makes the folder; the test drives the Trainer itself
     trainer = Trainer(base_cfg(task_dir, tmp_path / "run", **kw))
     student = copy.deepcopy(trainer.student)  # the initial weights, before any step
     teacher = trainer.teacher

@@ -65,22 +65,35 @@ def score_pairs(t, s, gold_column: str | None = None):
     t_ok = np.zeros(n, dtype=bool)
     s_ok = np.zeros(n, dtype=bool)
     gold = t.column(gold_column) if gold_column else None
-    for task in np.unique(tasks):
-        rule = answers.task_rule(task)
-        if rule is None:
-            continue
-        idx = np.flatnonzero(tasks == task)
-        sel = pa.array(idx)
-        tt, ss = t_out.take(sel), s_out.take(sel)
-        agree[idx] = answers.agreement_per_item(tt, ss, rule)
-        has_rule[idx] = True
-        t_ans[idx] = answers.extract_answers(tt, rule)
-        s_ans[idx] = answers.extract_answers(ss, rule)
+    names, codes = np.unique(tasks, return_inverse=True)
+    by_rule: dict = {}  # rule -> the task codes it scores (tasks sharing a rule are scored at once)
+    for k, name in enumerate(names):
+        rule = answers.task_rule(name)
+        if rule is not None:
+            by_rule.setdefault(rule, []).append(k)
+    for rule, ks in by_rule.items():
+        rows = slice(None) if len(ks) == len(names) else np.flatnonzero(np.isin(codes, ks))
+        sel = None if isinstance(rows, slice) else pa.array(rows)
+        tt, ss = (t_out, s_out) if sel is None else (t_out.take(sel), s_out.take(sel))
+        t_found = answers.extract_answers(tt, rule)
+        s_found = answers.extract_answers(ss, rule)
+        # Each side's answer is extracted once. An extracted answer is its own answer under its
+        # rule (the last number of "1234" is 1234, the first label of "answer2" is answer2), and ""
+        # has none, so agreement and correctness are computed on the short extracted strings.
+        t_short = ["" if a is None else a for a in t_found]
+        s_short = ["" if a is None else a for a in s_found]
+        agree[rows] = answers.agreement_per_item(t_short, s_short, rule)
+        has_rule[rows] = True
+        t_ans[rows] = t_found
+        s_ans[rows] = s_found
         if gold is not None:
-            g = gold.take(sel)
+            g = gold if sel is None else gold.take(sel)
             if g.null_count:
-                raise KdlensError(f"gold answer is null for task {task}; fill it or drop the column")
-            t_ok[idx], s_ok[idx] = answers.is_correct(tt, g, rule), answers.is_correct(ss, g, rule)
+                task_col = t.column("task") if sel is None else t.column("task").take(sel)
+                first = task_col.filter(g.is_null())[0].as_py()
+                raise KdlensError(f"gold answer is null for task {first}; fill it or drop the column")
+            t_ok[rows] = answers.is_correct(t_short, g, rule)
+            s_ok[rows] = answers.is_correct(s_short, g, rule)
     cols = {"task": t.column("task"), "id": t.column("id"), "bleu": pa.array(bleu)}
     cols.update({f"bleu_{k}": pa.array(stats.stats[:, j].astype(np.int32)) for j, k in enumerate(STAT_NAMES)})
     mask = ~has_rule
