@@ -24,6 +24,8 @@ only torch at top level; Triton is imported when the default row function is use
 
 from __future__ import annotations
 
+import contextlib
+import os
 from typing import Callable
 
 import torch
@@ -73,6 +75,37 @@ def triton_rows_fn(objective_id, temperature, kd_coef, ce_coef, beta, noise_sigm
         return losses, grad_buf
 
     return rows_fn
+
+
+STAGE_MS: dict[str, float] = {}  # KDLENS_PROFILE=1: CUDA-event milliseconds per stage of the last call
+
+
+class _StageTimer:
+    """CUDA-event timers around the loop's stages, on only with KDLENS_PROFILE=1 on CUDA (the totals are
+    read with one synchronisation at the end of the call, into ``STAGE_MS``)."""
+
+    def __init__(self, device: torch.device):
+        self.events: list | None = (
+            [] if os.environ.get("KDLENS_PROFILE") == "1" and device.type == "cuda" else None)
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        if self.events is None:
+            yield
+            return
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        yield
+        end.record()
+        self.events.append((stage, start, end))
+
+    def publish(self) -> None:
+        if self.events is None:
+            return
+        torch.cuda.synchronize()
+        STAGE_MS.clear()
+        for stage, start, end in self.events:
+            STAGE_MS[stage] = STAGE_MS.get(stage, 0.0) + start.elapsed_time(end)
 
 
 def uses_half_gradient(x: torch.Tensor) -> bool:
@@ -137,6 +170,7 @@ def linear_kd_chunks(
     dw_started = False
     w_s_t = w_s.t()
     w_t_t = w_t.t()
+    timer = _StageTimer(device)
 
     def flush(first: int, last: int, g: torch.Tensor) -> None:
         """dX and dW of rows [first, last) from their gradient ``g`` [last - first, V]."""
@@ -144,18 +178,20 @@ def linear_kd_chunks(
         if g.dtype != x_s.dtype:
             g = g.to(x_s.dtype)
         if need_dx:
-            if d_x.dtype == g.dtype:
-                torch.mm(g, w_s, out=d_x[first:last])
-            elif d_x.dtype == torch.float32:
-                gemm_f32(g, w_s, d_x[first:last])
-            else:
-                d_x[first:last] = torch.mm(g, w_s).to(d_x.dtype)
+            with timer("dx_gemm"):
+                if d_x.dtype == g.dtype:
+                    torch.mm(g, w_s, out=d_x[first:last])
+                elif d_x.dtype == torch.float32:
+                    gemm_f32(g, w_s, d_x[first:last])
+                else:
+                    d_x[first:last] = torch.mm(g, w_s).to(d_x.dtype)
         if need_dw:
-            if dw_started:
-                addmm_f32_(d_w[:vocab], g.t(), x_s[first:last])
-            else:
-                gemm_f32(g.t(), x_s[first:last], d_w[:vocab])
-                dw_started = True
+            with timer("dw_gemm"):
+                if dw_started:
+                    addmm_f32_(d_w[:vocab], g.t(), x_s[first:last])
+                else:
+                    gemm_f32(g.t(), x_s[first:last], d_w[:vocab])
+                    dw_started = True
 
     ring_start = 0
     for start in range(0, n, c):
@@ -163,8 +199,10 @@ def linear_kd_chunks(
         rows = end - start
         padded = pad_last_chunk and rows < c
         m = c if padded else rows
-        gemm_f32(x_s[start:end], w_s_t, z_s[:rows])
-        gemm_f32(x_t[start:end], w_t_t, z_t[:rows])
+        with timer("student_gemm"):
+            gemm_f32(x_s[start:end], w_s_t, z_s[:rows])
+        with timer("teacher_gemm"):
+            gemm_f32(x_t[start:end], w_t_t, z_t[:rows])
         if padded:
             w_pad.zero_()
             w_pad[:rows] = row_weight[start:end]
@@ -182,7 +220,8 @@ def linear_kd_chunks(
             grad_buf = ring_buf[start - ring_start:start - ring_start + m]
         else:
             grad_buf = z_s[:m]
-        losses, grad = rows_fn(z_s[:m], z_t[:m], weight_c, labels_c, row_offset + start, grad_buf)
+        with timer("row_kernel"):
+            losses, grad = rows_fn(z_s[:m], z_t[:m], weight_c, labels_c, row_offset + start, grad_buf)
         loss += losses[:rows].sum()
         if not need_grad:
             continue
@@ -199,7 +238,9 @@ def linear_kd_chunks(
     if d_w is not None and not dw_started:  # no rows at all
         d_w.zero_()
     if d_w is not None and student_weight.dtype != torch.float32:
-        d_w = _convert_rows(d_w, student_weight.dtype)
+        with timer("dw_convert"):
+            d_w = _convert_rows(d_w, student_weight.dtype)
+    timer.publish()
     return loss, d_x, d_w
 
 
