@@ -8,7 +8,10 @@ first and times nothing unless they pass).
   float64 reference (fp32, awkward shape V = 32003); one compiled chunked case.
 - bf16 compute for fp32 master weights (the training path) against the reference with rounded operands.
 Tolerances as in the CPU tests: loss rtol 1e-4 (bf16 operands: the GEMMs accumulate in fp32 over 4096
-terms), gradients 1e-2 x max|grad| where they are stored in bf16, 5e-5 x max|grad| in fp32.
+terms), gradients 1e-2 x max|grad| where they are stored in bf16, 5e-5 x max|grad| in fp32, except TVD:
+its gradient 0.5 q sign(q - p) jumps where q = p, and among 32003 columns some have |q - p| within fp32
+rounding, where fp32 and float64 legitimately take different signs (first GPU run: 5.6e-4 x max|grad|,
+all other objectives within 5e-5); TVD's gradients get 1e-3 x max|grad|.
 Run on a GPU machine: python -m pytest -m gpu tests/losses/test_gpu.py -q
 """
 
@@ -66,15 +69,16 @@ def test_every_objective_fused_and_logits_against_float64(objective, extras):
     kw = dict(objective=objective, temperature=2.0, scale_by_t2=True, labels=labels, beta=0.3, alpha=0.2)
     if extras:
         kw.update(noise_sigma=1.0, noise_seed=3, ce_weight=0.2)
+    tol = 1e-3 if objective == "tvd" else 5e-5
     want = _run("reference", *(t.double() for t in (x_s, w_s, x_t, w_t)), **kw)
-    _check(_run("triton", x_s, w_s, x_t, w_t, **kw), want, 5e-5)
+    _check(_run("triton", x_s, w_s, x_t, w_t, **kw), want, tol)
     z_s = (x_s @ w_s[:32003].t()).requires_grad_()
     loss = kd_loss(z_s, x_t @ w_t.t(), implementation="triton", **kw)
     loss.backward()
     z_r = (x_s.double() @ w_s[:32003].double().t()).requires_grad_()
     ref = kd_loss(z_r, x_t.double() @ w_t.double().t(), implementation="reference", **kw)
     ref.backward()
-    _check((loss.detach().double(), z_s.grad), (ref.detach(), z_r.grad), 5e-5)
+    _check((loss.detach().double(), z_s.grad), (ref.detach(), z_r.grad), tol)
 
 
 def test_compiled_chunked_jsd_on_the_gpu():
