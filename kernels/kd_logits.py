@@ -215,9 +215,14 @@ def interpreting() -> bool:
 
 def pick_block_v(vocab: int) -> tuple[int, int]:
     """(BLOCK_V, num_warps) for a row of ``vocab`` columns: big blocks under the interpreter (fewer Python
-    steps), 4096-wide blocks with 16 warps on a GPU (8 fp32 values of each of z_s, z_t per thread)."""
+    steps), 4096-wide blocks with 16 warps on a GPU (8 fp32 values of each of z_s, z_t per thread).
+    ``KDLENS_ROW_KERNEL=BLOCK_V,NUM_WARPS`` overrides the GPU choice (benches/gpu/row_kernel_sweep.py)."""
     if interpreting():
         return min(triton.next_power_of_2(vocab), 16384), 1
+    override = os.environ.get("KDLENS_ROW_KERNEL")
+    if override:
+        block, warps = (int(v) for v in override.split(","))
+        return min(block, triton.next_power_of_2(vocab)), warps
     block = min(triton.next_power_of_2(vocab), 4096)
     return block, 16 if block >= 4096 else 8
 
