@@ -57,8 +57,10 @@ def chunk_loss_and_grad(
     log_soft = None
     if ce_coef != 0.0:
         log_soft = lq if inv_t == 1.0 else torch.log_softmax(z_s, dim=-1)
-    # a teacher probability of 0 (logit -inf) contributes 0 to p * log(p / .), never 0 * -inf = NaN
-    lp_safe = torch.where(p > 0, lp, 0.0)
+    # a teacher probability of 0 (logit -inf) contributes 0 to p * log(p / .), never 0 * -inf = NaN:
+    # the objectives with such terms read lp clamped to the lowest finite float (p = 0 there already),
+    # in place, so eager mode pays one pass and no temporary
+    lp_safe = lp.clamp_min_(torch.finfo(lp.dtype).min) if objective_id in (0, 2, 4) else lp
     scale = (weight * (kd_coef * inv_t)).unsqueeze(-1)
     grad = None
     if objective_id == 0:  # forward KL(p || q): sum p (lp - lq); d/dz_s = (q - p) / T
