@@ -134,13 +134,17 @@ def linear_kd_chunks(
     pad_last_chunk: bool = False,
     compute_dtype: torch.dtype | None = None,
     ring_chunks: int = GRADIENT_RING_CHUNKS,
+    dw_in_weight_dtype: bool = False,
 ):
     """Run the chunk loop. Returns (loss fp32 scalar, dX or None [N, H_s] in X's dtype, dW or None
     [V_s, H_s] in W_s's dtype, zero beyond the shared vocabulary V). ``row_weight`` [N] fp32 folds masks
     and the reduction; ``labels`` [N] int64 or None. ``pad_last_chunk`` always hands ``rows_fn`` full
     [chunk_rows, V] buffers (stale rows get weight 0) so a torch.compile'd rows_fn sees a single shape.
     ``compute_dtype`` is the GEMM operand dtype (None: the inputs' own); ``ring_chunks`` chunks of
-    half-precision gradient share one dX and one dW GEMM (CUDA half operands only)."""
+    half-precision gradient share one dX and one dW GEMM (CUDA half operands only).
+    ``dw_in_weight_dtype`` accumulates dW directly in the weight's dtype (each dW GEMM still sums in fp32,
+    then adds into the bf16 result: one rounding per GEMM) instead of an fp32 accumulator: the bf16
+    dW's memory only, as Liger-Kernel does by default."""
     n, h_s = student_hidden.shape
     vocab = min(student_weight.shape[0], teacher_weight.shape[0])
     device = student_hidden.device
@@ -164,8 +168,9 @@ def linear_kd_chunks(
     loss = torch.zeros((), dtype=torch.float32, device=device)
     d_x = torch.empty_like(student_hidden) if need_dx else None
     d_w = None
+    dw_dtype = student_weight.dtype if dw_in_weight_dtype else torch.float32
     if need_dw:
-        d_w = torch.empty(student_weight.shape[0], h_s, dtype=torch.float32, device=device)
+        d_w = torch.empty(student_weight.shape[0], h_s, dtype=dw_dtype, device=device)
         d_w[vocab:].zero_()
     dw_started = False
     w_s_t = w_s.t()
@@ -187,11 +192,18 @@ def linear_kd_chunks(
                     d_x[first:last] = torch.mm(g, w_s).to(d_x.dtype)
         if need_dw:
             with timer("dw_gemm"):
-                if dw_started:
+                if dw_dtype != torch.float32:  # accumulate in the weight's own (half) dtype
+                    x_c = x_s[first:last] if x_s.dtype == dw_dtype else x_s[first:last].to(dw_dtype)
+                    g_w = g if g.dtype == dw_dtype else g.to(dw_dtype)
+                    if dw_started:
+                        d_w[:vocab].addmm_(g_w.t(), x_c)
+                    else:
+                        torch.mm(g_w.t(), x_c, out=d_w[:vocab])
+                elif dw_started:
                     addmm_f32_(d_w[:vocab], g.t(), x_s[first:last])
                 else:
                     gemm_f32(g.t(), x_s[first:last], d_w[:vocab])
-                    dw_started = True
+                dw_started = True
 
     ring_start = 0
     for start in range(0, n, c):
@@ -237,7 +249,7 @@ def linear_kd_chunks(
     del z_s, z_t, ring_buf  # free the workspaces before dW's conversion
     if d_w is not None and not dw_started:  # no rows at all
         d_w.zero_()
-    if d_w is not None and student_weight.dtype != torch.float32:
+    if d_w is not None and d_w.dtype != student_weight.dtype:
         with timer("dw_convert"):
             d_w = _convert_rows(d_w, student_weight.dtype)
     timer.publish()

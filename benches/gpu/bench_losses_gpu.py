@@ -4,6 +4,7 @@ Forward+backward of JSD(beta=0.5), T=1, token mean, bf16, H=4096, V=151936 (the 
 Shape A (N=8192) is timed first, then N=1024, then N=32768 while the time budget lasts. Providers:
   triton_fused            kd_loss(implementation="triton"): 4 GEMMs per chunk + the Triton row kernel
   triton_fused_sigma1     the same with teacher noise sigma=1 (target: at most 5% slower)
+  triton_fused_bf16dw     dw_accumulation="weight_dtype": dW summed in bf16, 768-row chunks (memory-lean)
   liger_fljsd             liger-kernel's LigerFusedLinearJSD (version recorded; bf16 dW accumulation)
   liger_fljsd_fp32acc     the same with accum_dtype=torch.float32
   cublas_chunked_ceiling  the fused path's exact chunk loop and GEMM sequence with no element-wise work
@@ -57,11 +58,11 @@ def liger_class():
 
 
 def providers(smoke: bool) -> dict:
-    def fused(sigma):
+    def fused(sigma, dw_accumulation="fp32"):
         def run(x_s, w_s, x_t, w_t, labels):
             return kd_loss(student_hidden=x_s, student_weight=w_s, teacher_hidden=x_t, teacher_weight=w_t,
                            objective="jsd", beta=0.5, labels=labels, noise_sigma=sigma, noise_seed=7,
-                           implementation="triton")
+                           implementation="triton", dw_accumulation=dw_accumulation)
         return run
 
     def ceiling(x_s, w_s, x_t, w_t, labels):
@@ -90,7 +91,8 @@ def providers(smoke: bool) -> dict:
         return kd_loss(student_hidden=x_s, student_weight=w_s, teacher_hidden=x_t, teacher_weight=w_t,
                        objective="jsd", beta=0.5, labels=labels, implementation="chunked", compile=not smoke)
 
-    out = {"triton_fused": fused(0.0), "triton_fused_sigma1": fused(1.0)}
+    out = {"triton_fused": fused(0.0), "triton_fused_sigma1": fused(1.0),
+           "triton_fused_bf16dw": fused(0.0, "weight_dtype")}
     cls, _ = liger_class()
     if cls is not None and torch.cuda.is_available():
         for name, acc in (("liger_fljsd", None), ("liger_fljsd_fp32acc", torch.float32)):
@@ -211,7 +213,7 @@ def main() -> None:
     only = {s for s in args.only.split(",") if s}
     for i, n in enumerate(sizes):
         # shape A gets every provider; the other sizes only the comparisons their targets name
-        size_only = only or (set() if i == 0 else {"triton_fused", "naive_torch", "liger_fljsd"})
+        size_only = only or (set() if i == 0 else {"triton_fused", "triton_fused_bf16dw", "naive_torch", "liger_fljsd"})
         bench_size(n, hidden, vocab, repeats, START + args.budget_s, size_only, cuda, args.smoke, common, out,
                    args.profile and i == 0)
     print(f"done in {time.monotonic() - START:.0f} s", flush=True)

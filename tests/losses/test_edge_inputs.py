@@ -91,7 +91,8 @@ def test_labels_outside_the_shared_vocabulary_are_a_clear_error(impl, form, bad)
     labels = torch.tensor([[1, 2, -100, bad]])
     kw = dict(labels=labels, ce_weight=0.5, implementation=impl, compile=False)
     if form == "logits":
-        args = dict(student_logits=torch.randn(1, 4, 45, generator=g), teacher_logits=torch.randn(1, 4, 40, generator=g))
+        args = dict(student_logits=torch.randn(1, 4, 45, generator=g),
+                    teacher_logits=torch.randn(1, 4, 40, generator=g))
     else:
         args = dict(student_hidden=torch.randn(1, 4, 8, generator=g), student_weight=torch.randn(45, 8, generator=g),
                     teacher_hidden=torch.randn(1, 4, 8, generator=g), teacher_weight=torch.randn(40, 8, generator=g))

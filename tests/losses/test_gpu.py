@@ -63,6 +63,14 @@ def test_fused_at_the_real_vocabulary_width_against_float64(objective, sigma, ce
     _check(got, want, 1e-2)
 
 
+def test_fused_with_dw_in_bf16_at_the_real_vocabulary_width():
+    x_s, w_s, x_t, w_t, labels = _draw(4096, 4096, 151936, torch.bfloat16, seed=6)
+    kw = dict(objective="jsd", labels=labels)
+    got = _run("triton", x_s, w_s, x_t, w_t, dw_accumulation="weight_dtype", **kw)
+    want = _run("reference", *(t.double() for t in (x_s, w_s, x_t, w_t)), **kw)
+    _check(got, want, 1e-2)
+
+
 @pytest.mark.parametrize("objective", list(OBJECTIVES))
 @pytest.mark.parametrize("extras", [False, True], ids=["plain", "noise+ce"])
 def test_every_objective_fused_and_logits_against_float64(objective, extras):

@@ -67,6 +67,31 @@ def test_forced_half_ring_branch_matches_the_reference(impl, objective, monkeypa
 
 
 @pytest.mark.parametrize("impl", ["triton", "chunked"])
+def test_dw_accumulated_in_the_weight_dtype_matches_the_reference(impl, monkeypatch):
+    """dw_accumulation="weight_dtype": dW summed over the ring flushes directly in bf16."""
+    monkeypatch.setattr(fl, "uses_half_gradient", lambda x: x.dtype in (torch.float16, torch.bfloat16))
+    x_s, w_s, x_t, w_t, labels = _inputs(4)
+    kw = dict(objective="jsd", labels=labels, noise_sigma=1.0, noise_seed=2, chunk_bytes=20 * 203 * 12,
+              compile=False)
+    lean = _loss_and_grads(impl, x_s, w_s, x_t, w_t, dw_accumulation="weight_dtype", **kw)
+    exact = _loss_and_grads(impl, x_s, w_s, x_t, w_t, **kw)
+    kw.pop("chunk_bytes"), kw.pop("compile")
+    want = _loss_and_grads("reference", *(t.double() for t in (x_s, w_s, x_t, w_t)), **kw)
+    assert lean[2].dtype == torch.bfloat16
+    assert lean[0].item() == exact[0].item() and torch.equal(lean[1], exact[1])  # only dW's sum differs
+    assert (lean[2][203:] == 0).all()
+    for g in (lean[2], exact[2]):
+        torch.testing.assert_close(g.double(), want[2], rtol=0, atol=1e-2 * want[2].abs().max().item())
+
+
+def test_unknown_dw_accumulation_is_a_clear_error():
+    from kdlens.errors import KdlensError
+
+    with pytest.raises(KdlensError, match="dw_accumulation must be one of fp32, weight_dtype"):
+        kd_loss(torch.randn(2, 5), torch.randn(2, 5), dw_accumulation="bf16")
+
+
+@pytest.mark.parametrize("impl", ["triton", "chunked"])
 def test_compute_dtype_rounds_the_gemm_operands_and_keeps_fp32_gradients(impl):
     x_s, w_s, x_t, w_t, labels = _inputs(2, dtype=torch.float32)
     kw = dict(objective="reverse_kl", temperature=1.0, labels=labels, ce_weight=0.1)

@@ -63,7 +63,8 @@ class TritonFusedLinearKD(torch.autograd.Function):
 
     @staticmethod
     @torch._dynamo.disable
-    def forward(ctx, x_s, w_s, x_t, w_t, row_weight, labels, opts: KDOptions, chunk_bytes: int, compute_dtype):
+    def forward(ctx, x_s, w_s, x_t, w_t, row_weight, labels, opts: KDOptions, chunk_bytes: int, compute_dtype,
+                dw_in_weight_dtype: bool):
         from kdlens.kernels.kd_fused_linear import (GRADIENT_RING_CHUNKS, chunk_rows_for, linear_kd_chunks,
                                                     triton_rows_fn)
 
@@ -75,11 +76,11 @@ class TritonFusedLinearKD(torch.autograd.Function):
         loss, d_x, d_w = linear_kd_chunks(
             x_s, w_s, x_t, w_t, row_weight, labels, triton_rows_fn(**_kernel_args(opts)),
             chunk_rows=rows, row_offset=opts.noise_row_offset, need_dx=need_dx, need_dw=need_dw,
-            compute_dtype=compute_dtype,
+            compute_dtype=compute_dtype, dw_in_weight_dtype=dw_in_weight_dtype,
         )
         save_precomputed_grads(ctx, d_x, d_w)
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss):
-        return (*precomputed_grads(ctx, grad_loss), None, None, None, None, None, None, None)
+        return (*precomputed_grads(ctx, grad_loss), None, None, None, None, None, None, None, None)

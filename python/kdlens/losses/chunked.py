@@ -190,7 +190,7 @@ class ChunkedLinearKD(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x_s, w_s, x_t, w_t, row_weight, labels, opts: KDOptions, chunk_bytes: int, compile: bool,
-                compute_dtype):
+                compute_dtype, dw_in_weight_dtype: bool):
         need_dx, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         fn = _elementwise(compile)
         kw = _kwargs(opts, need_dx or need_dw)
@@ -204,14 +204,14 @@ class ChunkedLinearKD(torch.autograd.Function):
         loss, d_x, d_w = linear_kd_chunks(
             x_s, w_s, x_t, w_t, row_weight, labels, rows_fn, chunk_rows=rows,
             row_offset=opts.noise_row_offset, need_dx=need_dx, need_dw=need_dw, pad_last_chunk=compile,
-            compute_dtype=compute_dtype,
+            compute_dtype=compute_dtype, dw_in_weight_dtype=dw_in_weight_dtype,
         )
         save_precomputed_grads(ctx, d_x, d_w)
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss):
-        return (*precomputed_grads(ctx, grad_loss), None, None, None, None, None, None, None, None)
+        return (*precomputed_grads(ctx, grad_loss), None, None, None, None, None, None, None, None, None)
 
 
 class ChunkedLogitsKD(torch.autograd.Function):

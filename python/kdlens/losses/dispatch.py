@@ -17,6 +17,9 @@ from kdlens.losses.options import IMPLEMENTATIONS, KDOptions, row_weights, valid
 DEFAULT_CHUNK_BYTES_CPU = 128 * 2**20
 # 1024-row chunks at V = 151936 on CUDA: two fp32 [c, V] logit workspaces + a ring of two bf16 gradient chunks
 DEFAULT_CHUNK_BYTES_CUDA = 1792 * 2**20
+# dw_accumulation="weight_dtype" is the memory-lean mode: 768-row chunks at V = 151936 (1.3 GiB of workspace)
+DEFAULT_CHUNK_BYTES_CUDA_LEAN = 1536 * 2**20
+DW_ACCUMULATIONS = ("fp32", "weight_dtype")
 
 
 def kd_loss(
@@ -45,6 +48,7 @@ def kd_loss(
     chunk_bytes: int | None = None,
     compile: bool = True,
     compute_dtype: torch.dtype | None = None,
+    dw_accumulation: str = "fp32",
 ) -> torch.Tensor:
     """Knowledge-distillation loss between student and teacher next-token distributions (scalar, with autograd).
 
@@ -80,6 +84,11 @@ def kd_loss(
     ``compute_dtype``: dtype of the lm_head GEMM operands in the hidden form (e.g. torch.bfloat16 when
       training fp32 master weights under bf16 autocast; None keeps the inputs' dtype). Products always
       accumulate in fp32, and dX / dW come back in the inputs' own dtypes (dW accumulated in fp32).
+    ``dw_accumulation`` (hidden form, chunked/triton): "fp32" sums the lm_head gradient over chunks in an
+      fp32 [V, H] buffer (exact; for bf16 weights it costs the bf16 dW plus 2 bytes per element more);
+      "weight_dtype" adds each chunk group's fp32-accumulated product into dW in the weight's own dtype
+      (bf16 weights: one rounding per dW GEMM, 6 of them at N = 8192 with the default 768-row chunks;
+      the bf16 dW's memory only, and a 1.5 GiB default workspace), like Liger-Kernel's default.
     Labels must lie in [0, V) (V the shared vocabulary) or equal ignore_index; anything else is an error
       (one host sync; skipped while torch.compile traces or a CUDA graph is captured).
     A teacher logit of -inf (probability 0, e.g. a masked vocabulary entry) gives finite losses and
@@ -128,8 +137,11 @@ def kd_loss(
         raise KdlensError(f"labels shape {tuple(labels.shape)} does not match the positions {batch_shape}")
     if attention_mask is not None and tuple(attention_mask.shape) != batch_shape:
         raise KdlensError(f"attention_mask shape {tuple(attention_mask.shape)} does not match the positions {batch_shape}")
+    if dw_accumulation not in DW_ACCUMULATIONS:
+        raise KdlensError(f"dw_accumulation must be one of {', '.join(DW_ACCUMULATIONS)}, got {dw_accumulation!r}")
     if compute_dtype is not None and compute_dtype not in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
-        raise KdlensError(f"compute_dtype must be a floating dtype (torch.bfloat16, float16, float32), got {compute_dtype}")
+        raise KdlensError(
+            f"compute_dtype must be a floating dtype (torch.bfloat16, float16, float32), got {compute_dtype}")
     if labels is not None:
         if logits_form:
             shared_vocab = min(student_logits.shape[-1], teacher_logits.shape[-1])
@@ -157,8 +169,12 @@ def kd_loss(
     valid = valid_mask(batch_shape, labels, attention_mask, opts.ignore_index, device)
     weight = row_weights(valid, reduction, normalizer)
     flat_labels = labels.reshape(-1).to(device=device, dtype=torch.int64) if opts.has_ce else None
+    lean = dw_accumulation == "weight_dtype"
     if chunk_bytes is None:
-        chunk_bytes = DEFAULT_CHUNK_BYTES_CUDA if device.type == "cuda" else DEFAULT_CHUNK_BYTES_CPU
+        if device.type != "cuda":
+            chunk_bytes = DEFAULT_CHUNK_BYTES_CPU
+        else:
+            chunk_bytes = DEFAULT_CHUNK_BYTES_CUDA_LEAN if lean else DEFAULT_CHUNK_BYTES_CUDA
 
     if not torch.is_grad_enabled():  # needs_input_grad ignores grad mode: detach, so no gradient is formed
         student_logits, student_hidden, student_weight = (
@@ -183,11 +199,11 @@ def kd_loss(
         from kdlens.losses.autograd import TritonFusedLinearKD
 
         return TritonFusedLinearKD.apply(x_s, student_weight, x_t, w_t, weight, flat_labels, opts, int(chunk_bytes),
-                                         compute_dtype)
+                                         compute_dtype, lean)
     from kdlens.losses.chunked import ChunkedLinearKD
 
     return ChunkedLinearKD.apply(x_s, student_weight, x_t, w_t, weight, flat_labels, opts, int(chunk_bytes),
-                                 bool(compile), compute_dtype)
+                                 bool(compile), compute_dtype, lean)
 
 
 def _round_to(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
