@@ -50,7 +50,7 @@ from kdlens.train.data import StepOrder, load_split_encode
 from kdlens.train.distributed import DistContext, setup_distributed
 from kdlens.train.onpolicy import OnPolicySampler
 from kdlens.train.run_dir import TrainResult, check_run_dir, truncate_metrics
-from kdlens.train.step import StepLoss, StudentCore
+from kdlens.train.step import StepLoss, StudentCore, uses_bf16
 
 __all__ = ["TrainResult", "Trainer", "train"]
 
@@ -66,7 +66,7 @@ class Trainer(StepOrder, OnPolicySampler, StepLoss):
         self.dist = dist or setup_distributed(cfg)
         self.device = self.dist.device
         self.out = Path(cfg.out_dir)
-        self.autocast = (cfg.bf16 == "on") or (cfg.bf16 == "auto" and self.device.type == "cuda")
+        self.autocast = uses_bf16(cfg, self.device)
         self._load_everything()
 
     # -------------------------------------------------------------- set-up
