@@ -7,7 +7,7 @@ every (teacher, student) pair gets each objective at T=1 with sigma=0 and a task
 sweep and the task-unaware (base) teacher on ``ablation_objectives`` (T=1). Every student-side run
 (SFT and KD) is repeated for each of ``grid.seeds``. ``grid.mode = "full"`` runs the whole product
 instead. Sections ``train``, ``sft``, ``teacher_sft``, ``kd``, ``pretrain``, ``teacher_pretrain`` and ``evaluate`` are
-passed through to the stages (``kdlens.train.TrainConfig`` and ``kdlens.evaluate``), which validate
+passed through to the stages (``kdlens.train.TrainConfig`` and ``kdlens.eval.run``), which validate
 their own keys.
 """
 
@@ -22,17 +22,12 @@ import tomllib
 
 from kdlens.config import option
 from kdlens.errors import KdlensError
+from kdlens.objectives import OBJECTIVE_NAMES, PAPER_NAMES, TEMPERATURE_ABLATION, paper_name
 
-METHOD_NAMES = {"forward_kl": "SeqKD", "reverse_kl": "RevKD", "jsd": "GKD"}
-OBJECTIVES_WITH_TEMPERATURE = ("forward_kl", "reverse_kl", "skew_forward_kl", "skew_reverse_kl",
-                               "symmetric_kl", "tvd")
-KNOWN_OBJECTIVES = ("forward_kl", "reverse_kl", "jsd", "tvd", "skew_forward_kl",
-                    "skew_reverse_kl", "symmetric_kl")
-
-
-def method_name(objective: str) -> str:
-    """The paper's method name for an objective (SeqKD/RevKD/GKD), else the objective itself."""
-    return METHOD_NAMES.get(objective, objective)
+METHOD_NAMES = PAPER_NAMES
+OBJECTIVES_WITH_TEMPERATURE = TEMPERATURE_ABLATION
+KNOWN_OBJECTIVES = OBJECTIVE_NAMES
+method_name = paper_name  # the paper's method name for an objective (SeqKD/RevKD/GKD), else itself
 
 
 @dataclass(frozen=True)
@@ -43,7 +38,7 @@ class TaskSpec:
     n_train: int = option(2000, help="training problems (synthetic)", range=(1, None))
     n_test: int = option(200, help="test problems (synthetic)", range=(1, None))
     train_file: str | None = option(None, help="training records (kind = files)")
-    eval_tasks: tuple[str, ...] = option(("synthetic",), help="task names of kdlens.tasks to evaluate on")
+    eval_tasks: tuple[str, ...] = option(("synthetic",), help="task names of kdlens.eval.tasks to evaluate on")
     eval_data_dir: str | None = option(None, help="folder holding the evaluation files (kind = files)")
     family: str = option("synthetic", help="task family the scores are reported under")
     levels: tuple[int, ...] = option((1, 2), help="difficulty levels of the synthetic problems (1: one-digit operands)")
