@@ -122,7 +122,7 @@ def findings(study_dir: Path) -> tuple[dict, list[dict]]:
     row: dict = {}
 
     def cell(r: dict) -> str:
-        if r["ci_low"] is None:
+        if r["ci_low"] is None or r["ci_low"] != r["ci_low"]:  # one seed: no interval
             return f"{r['mean']:.1f}"
         return f"{r['mean']:.1f} [{r['ci_low']:.1f}, {r['ci_high']:.1f}]"
 

@@ -16,6 +16,8 @@ seed by seed, on each run's family Average (the mean of its tasks):
 
 from __future__ import annotations
 
+import math
+
 import polars as pl
 
 from kdlens.stats.bootstrap import cell_rng
@@ -60,6 +62,7 @@ def seed_summary(scores: pl.DataFrame, level: float = 0.95) -> pl.DataFrame:
     rows = []
     for key, part in runs.group_by(RUN_KEY, maintain_order=True):
         mean, low, high = t_interval(part["score"].to_numpy(), level)
+        low, high = (None, None) if math.isnan(low) else (low, high)  # one seed: no interval
         row = dict(zip(RUN_KEY, key))
         row.update(student_size_b=part["student_size_b"][0] if "student_size_b" in part.columns else None,
                    n_seeds=part.height, mean=mean, ci_low=low, ci_high=high)
