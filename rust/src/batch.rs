@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use rayon::prelude::*;
 
-use crate::answers::{extract, answers_agree, output_correct, Answer, Rule};
+use crate::answers::{answers_agree, extract, output_correct, Answer, Rule};
 use crate::bleu::{compute_bleu, segment_stats, BleuOptions, SegmentScratch, Smooth};
 
 /// Segments per parallel work item: large enough to amortise scheduling, small enough to balance.
@@ -119,8 +119,10 @@ mod tests {
 
     #[test]
     fn thread_count_does_not_change_results() {
-        let hyps: Vec<String> = (0..3000).map(|i| format!("the {} cat sat on {} mats, ok.", i % 7, i % 13)).collect();
-        let refs: Vec<String> = (0..3000).map(|i| format!("a {} cat sat on the {} mat.", i % 5, i % 11)).collect();
+        let hyps: Vec<String> =
+            (0..3000).map(|i| format!("the {} cat sat on {} mats, ok.", i % 7, i % 13)).collect();
+        let refs: Vec<String> =
+            (0..3000).map(|i| format!("a {} cat sat on the {} mat.", i % 5, i % 11)).collect();
         let h: Vec<&str> = hyps.iter().map(|s| s.as_str()).collect();
         let r: Vec<Option<&str>> = refs.iter().map(|s| Some(s.as_str())).collect();
         let opts = BleuOptions { tokenizer: TokenizerKind::Tok13a, lowercase: false, max_order: 4 };
@@ -131,6 +133,9 @@ mod tests {
         assert_eq!(one, three);
         let s1 = with_threads(Some(1), || scores_from_stats(&one, 4, Smooth::Exp, true));
         let s2 = with_threads(Some(2), || scores_from_stats(&one, 4, Smooth::Exp, true));
-        assert_eq!(s1.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), s2.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+        assert_eq!(
+            s1.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            s2.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        );
     }
 }

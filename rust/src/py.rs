@@ -63,10 +63,7 @@ impl<'py> Column<'py> {
     /// Borrowed views of every row (None = null).
     fn views(&self, what: &str) -> PyResult<Vec<Option<&str>>> {
         match self {
-            Column::List(items) => items
-                .iter()
-                .map(|o| o.as_ref().map(|s| s.to_str()).transpose())
-                .collect(),
+            Column::List(items) => items.iter().map(|o| o.as_ref().map(|s| s.to_str()).transpose()).collect(),
             Column::Arrow { offsets, data, valid } => {
                 let off = offsets.as_slice()?;
                 let bytes = data.as_slice()?;
@@ -80,7 +77,12 @@ impl<'py> Column<'py> {
                 let mut out = Vec::with_capacity(n);
                 for i in 0..n {
                     let (a, b) = (off[i] as usize, off[i + 1] as usize);
-                    if off[i] < 0 || a > b || b > bytes.len() || !text.is_char_boundary(a) || !text.is_char_boundary(b) {
+                    if off[i] < 0
+                        || a > b
+                        || b > bytes.len()
+                        || !text.is_char_boundary(a)
+                        || !text.is_char_boundary(b)
+                    {
                         return Err(PyValueError::new_err(format!("{what}: bad offsets at row {i}")));
                     }
                     if valid.map_or(true, |v| v[i]) {
@@ -100,7 +102,11 @@ fn non_null<'a>(views: Vec<Option<&'a str>>, what: &str) -> PyResult<Vec<&'a str
     for (i, v) in views.into_iter().enumerate() {
         match v {
             Some(s) => out.push(s),
-            None => return Err(PyValueError::new_err(format!("{what}[{i}] is null (None); every row needs a string"))),
+            None => {
+                return Err(PyValueError::new_err(format!(
+                    "{what}[{i}] is null (None); every row needs a string"
+                )))
+            }
         }
     }
     Ok(out)
@@ -120,7 +126,9 @@ fn smooth(method: &str, value: Option<f64>) -> PyResult<Smooth> {
 
 fn check_order(max_order: usize) -> PyResult<()> {
     if max_order == 0 || max_order > MAX_ORDER {
-        return Err(PyValueError::new_err(format!("max_ngram_order must be 1..={MAX_ORDER}, got {max_order}")));
+        return Err(PyValueError::new_err(format!(
+            "max_ngram_order must be 1..={MAX_ORDER}, got {max_order}"
+        )));
     }
     Ok(())
 }
@@ -141,11 +149,8 @@ fn bleu_stats<'py>(
     let opts = BleuOptions { tokenizer: tokenizer_kind(tokenize)?, lowercase, max_order };
     let hyp_col = column(hyps, "hyps")?;
     let hyp_views = non_null(hyp_col.views("hyps")?, "hyps")?;
-    let ref_cols: Vec<Column> = refs
-        .iter()
-        .enumerate()
-        .map(|(k, r)| column(r, &format!("refs[{k}]")))
-        .collect::<PyResult<_>>()?;
+    let ref_cols: Vec<Column> =
+        refs.iter().enumerate().map(|(k, r)| column(r, &format!("refs[{k}]"))).collect::<PyResult<_>>()?;
     let mut streams = Vec::with_capacity(ref_cols.len());
     for (k, c) in ref_cols.iter().enumerate() {
         let v = c.views(&format!("refs[{k}]"))?;
@@ -162,7 +167,8 @@ fn bleu_stats<'py>(
         return Err(PyValueError::new_err("at least one reference stream is needed"));
     }
     let n = hyp_views.len();
-    let flat = py.detach(|| batch::with_threads(num_threads, || batch::corpus_stats(&hyp_views, &streams, &opts)));
+    let flat =
+        py.detach(|| batch::with_threads(num_threads, || batch::corpus_stats(&hyp_views, &streams, &opts)));
     let arr = PyArray1::from_vec(py, flat);
     Ok(arr.reshape([n, batch::stats_width(max_order)])?.into_any())
 }
@@ -183,7 +189,10 @@ fn scores_from_stats<'py>(
     let sm = smooth(smooth_method, smooth_value)?;
     let shape = stats.shape();
     if shape[1] != batch::stats_width(max_order) {
-        return Err(PyValueError::new_err(format!("stats must have {} columns", batch::stats_width(max_order))));
+        return Err(PyValueError::new_err(format!(
+            "stats must have {} columns",
+            batch::stats_width(max_order)
+        )));
     }
     let owned;
     let s: &[i64] = match stats.as_slice() {
@@ -193,7 +202,9 @@ fn scores_from_stats<'py>(
             &owned
         }
     };
-    let out = py.detach(|| batch::with_threads(num_threads, || batch::scores_from_stats(s, max_order, sm, effective_order)));
+    let out = py.detach(|| {
+        batch::with_threads(num_threads, || batch::scores_from_stats(s, max_order, sm, effective_order))
+    });
     Ok(PyArray1::from_vec(py, out))
 }
 
@@ -266,9 +277,10 @@ fn agreement<'py>(
     num_threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyArray1<bool>>> {
     let r = rule(kind, labels, tolerance)?;
-    let out = with_row_pairs(a, b, ["teacher", "student"], ["teacher outputs", "student outputs"], |va, vb| {
-        Ok(py.detach(|| batch::with_threads(num_threads, || batch::agree_all(va, vb, &r))))
-    })?;
+    let out =
+        with_row_pairs(a, b, ["teacher", "student"], ["teacher outputs", "student outputs"], |va, vb| {
+            Ok(py.detach(|| batch::with_threads(num_threads, || batch::agree_all(va, vb, &r))))
+        })?;
     Ok(PyArray1::from_vec(py, out))
 }
 
@@ -286,8 +298,9 @@ fn correct<'py>(
 ) -> PyResult<Bound<'py, PyArray1<bool>>> {
     let r = rule(kind, labels, tolerance)?;
     let out = with_row_pairs(outputs, golds, ["outputs", "golds"], ["outputs", "gold answers"], |vo, vg| {
-        py.detach(|| batch::with_threads(num_threads, || batch::correct_all(vo, vg, &r)))
-            .map_err(|i| PyValueError::new_err(format!("gold answer at row {i} ({:?}) is not a number", vg[i])))
+        py.detach(|| batch::with_threads(num_threads, || batch::correct_all(vo, vg, &r))).map_err(|i| {
+            PyValueError::new_err(format!("gold answer at row {i} ({:?}) is not a number", vg[i]))
+        })
     })?;
     Ok(PyArray1::from_vec(py, out))
 }
@@ -304,7 +317,13 @@ fn with_row_pairs<'py, T>(
     let (ca, cb) = (column(a, names[0])?, column(b, names[1])?);
     let (va, vb) = (non_null(ca.views(names[0])?, names[0])?, non_null(cb.views(names[1])?, names[1])?);
     if va.len() != vb.len() {
-        return Err(PyValueError::new_err(format!("{} {} but {} {}", va.len(), counted[0], vb.len(), counted[1])));
+        return Err(PyValueError::new_err(format!(
+            "{} {} but {} {}",
+            va.len(),
+            counted[0],
+            vb.len(),
+            counted[1]
+        )));
     }
     f(&va, &vb)
 }

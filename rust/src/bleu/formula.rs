@@ -44,12 +44,7 @@ pub struct Score {
 
 /// `BLEU.compute_bleu` transcribed: same operations in the same order, so the floats agree.
 /// `stats` is one row of [hyp_len, ref_len, correct.., total..] with `max_order` orders.
-pub fn compute_bleu(
-    stats: &[i64],
-    max_order: usize,
-    smooth: Smooth,
-    effective_order: bool,
-) -> Score {
+pub fn compute_bleu(stats: &[i64], max_order: usize, smooth: Smooth, effective_order: bool) -> Score {
     let sys_len = stats[0];
     let ref_len = stats[1];
     let mut correct = [0f64; MAX_ORDER];
@@ -62,11 +57,7 @@ pub fn compute_bleu(
     }
     let mut bp = 1.0f64;
     if sys_len < ref_len {
-        bp = if sys_len > 0 {
-            (1.0 - (ref_len as f64) / (sys_len as f64)).exp()
-        } else {
-            0.0
-        };
+        bp = if sys_len > 0 { (1.0 - (ref_len as f64) / (sys_len as f64)).exp() } else { 0.0 };
     }
     let mut precisions = [0f64; MAX_ORDER];
     if !any_correct {

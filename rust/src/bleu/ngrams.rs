@@ -48,8 +48,8 @@ struct InternSlot {
     word: u64, // first_word of the token
     hash: u64, // full hash (tokens over 8 bytes only; 0 otherwise)
     len: u32,
-    id: u32,     // 1-based id
-    epoch: u32,  // slot is live when epoch == the interner's epoch
+    id: u32,    // 1-based id
+    epoch: u32, // slot is live when epoch == the interner's epoch
 }
 
 /// Maps token bytes to ids 1..=n within one segment (hypothesis and its references). Tokens of up

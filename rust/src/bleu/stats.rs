@@ -110,9 +110,27 @@ pub fn segment_stats(
     let ref_ngrams: usize = s.ref_lens.iter().map(|&l| (l as usize) * mo).sum();
     let distinct = s.interner.keys.len();
     if distinct < (1usize << 16) - 1 {
-        count_with::<u64>(&mut s.table64, &s.hyp_ids, hyp_distinct, &s.ref_ids, &s.ref_bounds, ref_ngrams, mo, out);
+        count_with::<u64>(
+            &mut s.table64,
+            &s.hyp_ids,
+            hyp_distinct,
+            &s.ref_ids,
+            &s.ref_bounds,
+            ref_ngrams,
+            mo,
+            out,
+        );
     } else {
-        count_with::<u128>(&mut s.table128, &s.hyp_ids, hyp_distinct, &s.ref_ids, &s.ref_bounds, ref_ngrams, mo, out);
+        count_with::<u128>(
+            &mut s.table128,
+            &s.hyp_ids,
+            hyp_distinct,
+            &s.ref_ids,
+            &s.ref_bounds,
+            ref_ngrams,
+            mo,
+            out,
+        );
     }
 }
 
@@ -210,8 +228,13 @@ mod tests {
     /// max count over references (sacrebleu's definition).
     fn naive_stats(hyp: &str, refs: &[&str], mo: usize) -> Vec<i64> {
         use std::collections::HashMap;
-        let toks = |s: &str| tokenize_to_string(s, TokenizerKind::Tok13a, false)
-            .split(' ').filter(|t| !t.is_empty()).map(|t| t.to_string()).collect::<Vec<_>>();
+        let toks = |s: &str| {
+            tokenize_to_string(s, TokenizerKind::Tok13a, false)
+                .split(' ')
+                .filter(|t| !t.is_empty())
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+        };
         let grams = |t: &[String]| {
             let mut m: HashMap<Vec<String>, i64> = HashMap::new();
             for n in 1..=mo {
@@ -247,8 +270,21 @@ mod tests {
     fn interning_matches_plain_counting_on_tricky_tokens() {
         // long tokens sharing their first 8 bytes, tokens differing only by a trailing NUL or in
         // length, tokens at the very end of the text (short loads), several references
-        let pieces = ["abcdefgh", "abcdefghX", "abcdefghY", "abcdefghXY", "a\u{0}", "a", "ab", "\u{0}",
-                      "zzzzzzzzzzzzzzzzzzzzzz", "zzzzzzzzzzzzzzzzzzzzzy", "é", "éé", "日本語テキスト"];
+        let pieces = [
+            "abcdefgh",
+            "abcdefghX",
+            "abcdefghY",
+            "abcdefghXY",
+            "a\u{0}",
+            "a",
+            "ab",
+            "\u{0}",
+            "zzzzzzzzzzzzzzzzzzzzzz",
+            "zzzzzzzzzzzzzzzzzzzzzy",
+            "é",
+            "éé",
+            "日本語テキスト",
+        ];
         let mut seed = 12345u64;
         fn next(seed: &mut u64) -> usize {
             *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
