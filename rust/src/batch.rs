@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use rayon::prelude::*;
 
-use crate::answers::{answers_agree, extract, output_correct, Answer, Rule};
+use crate::answers::{answers_agree, extract, output_correct, Answer, GoldNotANumber, Rule};
 use crate::bleu::{compute_bleu, segment_stats, BleuOptions, SegmentScratch, Smooth};
 
 /// Segments per parallel work item: large enough to amortise scheduling, small enough to balance.
@@ -103,7 +103,7 @@ pub fn agree_all(a: &[&str], b: &[&str], rule: &Rule) -> Vec<bool> {
 
 /// Per-item correctness against gold; Err(i) names the first row whose numeric gold is unreadable.
 pub fn correct_all(outputs: &[&str], golds: &[&str], rule: &Rule) -> Result<Vec<bool>, usize> {
-    let res: Vec<Result<bool, ()>> = outputs
+    let res: Vec<Result<bool, GoldNotANumber>> = outputs
         .par_iter()
         .zip(golds.par_iter())
         .with_min_len(CHUNK)
@@ -126,9 +126,9 @@ mod tests {
         let h: Vec<&str> = hyps.iter().map(|s| s.as_str()).collect();
         let r: Vec<Option<&str>> = refs.iter().map(|s| Some(s.as_str())).collect();
         let opts = BleuOptions { tokenizer: TokenizerKind::Tok13a, lowercase: false, max_order: 4 };
-        let one = with_threads(Some(1), || corpus_stats(&h, &[r.clone()], &opts));
-        let two = with_threads(Some(2), || corpus_stats(&h, &[r.clone()], &opts));
-        let three = with_threads(Some(3), || corpus_stats(&h, &[r.clone()], &opts));
+        let one = with_threads(Some(1), || corpus_stats(&h, std::slice::from_ref(&r), &opts));
+        let two = with_threads(Some(2), || corpus_stats(&h, std::slice::from_ref(&r), &opts));
+        let three = with_threads(Some(3), || corpus_stats(&h, std::slice::from_ref(&r), &opts));
         assert_eq!(one, two);
         assert_eq!(one, three);
         let s1 = with_threads(Some(1), || scores_from_stats(&one, 4, Smooth::Exp, true));

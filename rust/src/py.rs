@@ -85,7 +85,7 @@ impl<'py> Column<'py> {
                     {
                         return Err(PyValueError::new_err(format!("{what}: bad offsets at row {i}")));
                     }
-                    if valid.map_or(true, |v| v[i]) {
+                    if valid.is_none_or(|v| v[i]) {
                         out.push(Some(&text[a..b]));
                     } else {
                         out.push(None);

@@ -102,7 +102,7 @@ impl Interner {
                         break;
                     }
                     let (kt, ka, kb) = self.keys[slot.id as usize - 1];
-                    if &texts[kt as usize].text[ka as usize..kb as usize] == &text[a..b] {
+                    if texts[kt as usize].text[ka as usize..kb as usize] == text[a..b] {
                         ids.push(slot.id);
                         break;
                     }

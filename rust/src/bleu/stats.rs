@@ -63,10 +63,8 @@ pub fn segment_stats(
     if s.refs.len() < nrefs {
         s.refs.resize_with(nrefs, Tokens::default);
     }
-    let mut r_i = 0;
-    for r in refs.iter().flatten() {
-        tokenize_into(r, opts.tokenizer, opts.lowercase, &mut s.tok, &mut s.refs[r_i]);
-        r_i += 1;
+    for (r, toks) in refs.iter().flatten().zip(s.refs.iter_mut()) {
+        tokenize_into(r, opts.tokenizer, opts.lowercase, &mut s.tok, toks);
     }
     s.ref_lens.clear();
     for r in &s.refs[..nrefs] {
