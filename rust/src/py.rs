@@ -4,13 +4,15 @@
 //! kept alive and their UTF-8 bytes borrowed, nothing is copied) or as Arrow-style buffers
 //! `(offsets: int64[n+1], data: uint8[m], valid: bool[n] | None)` borrowed from numpy views of
 //! pyarrow/Polars columns. kdlens.metrics does the conversion; these functions are private API.
+use std::borrow::Cow;
+
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString, PyTuple};
 
 use crate::answers::{answer_text, Rule};
-use crate::batch;
+use crate::batch::{self, ResampleError};
 use crate::bleu::{compute_bleu, BleuOptions, Smooth, MAX_ORDER};
 use crate::tokenize::{tokenize_to_string, TokenizerKind};
 use crate::unicode_tables;
@@ -167,8 +169,14 @@ fn bleu_stats<'py>(
         return Err(PyValueError::new_err("at least one reference stream is needed"));
     }
     let n = hyp_views.len();
-    let flat =
-        py.detach(|| batch::with_threads(num_threads, || batch::corpus_stats(&hyp_views, &streams, &opts)));
+    let flat = py
+        .detach(|| batch::with_threads(num_threads, || batch::corpus_stats(&hyp_views, &streams, &opts)))
+        .map_err(|i| {
+            PyValueError::new_err(format!(
+                "segment {i} has no reference: every reference stream is None there (sacreBLEU \
+                     cannot score it either); give each segment at least one reference"
+            ))
+        })?;
     let arr = PyArray1::from_vec(py, flat);
     Ok(arr.reshape([n, batch::stats_width(max_order)])?.into_any())
 }
@@ -187,24 +195,66 @@ fn scores_from_stats<'py>(
 ) -> PyResult<Bound<'py, PyArray1<f64>>> {
     check_order(max_order)?;
     let sm = smooth(smooth_method, smooth_value)?;
-    let shape = stats.shape();
-    if shape[1] != batch::stats_width(max_order) {
+    let s = stats_matrix(&stats, max_order)?;
+    let out = py.detach(|| {
+        batch::with_threads(num_threads, || batch::scores_from_stats(&s, max_order, sm, effective_order))
+    });
+    Ok(PyArray1::from_vec(py, out))
+}
+
+/// A row-major view of an int64 matrix (copied only when numpy's layout is not C-contiguous).
+/// (`as_slice` alone also accepts Fortran order, whose memory is column-major.)
+fn row_major<'a>(m: &'a PyReadonlyArray2<'_, i64>) -> Cow<'a, [i64]> {
+    match m.as_slice() {
+        Ok(s) if m.is_c_contiguous() => Cow::Borrowed(s),
+        _ => Cow::Owned(m.as_array().iter().copied().collect()),
+    }
+}
+
+/// A statistics matrix with the columns `max_order` needs, row-major.
+fn stats_matrix<'a>(stats: &'a PyReadonlyArray2<'_, i64>, max_order: usize) -> PyResult<Cow<'a, [i64]>> {
+    let width = batch::stats_width(max_order);
+    if stats.shape()[1] != width {
         return Err(PyValueError::new_err(format!(
-            "stats must have {} columns",
-            batch::stats_width(max_order)
+            "stats must have {width} columns (2 + 2 * max_order), got {}",
+            stats.shape()[1]
         )));
     }
-    let owned;
-    let s: &[i64] = match stats.as_slice() {
-        Ok(s) => s,
-        Err(_) => {
-            owned = stats.as_array().iter().copied().collect::<Vec<_>>();
-            &owned
-        }
-    };
-    let out = py.detach(|| {
-        batch::with_threads(num_threads, || batch::scores_from_stats(s, max_order, sm, effective_order))
-    });
+    Ok(row_major(stats))
+}
+
+/// Corpus BLEU of each bootstrap resample: row r of `resamples` holds the row indices (into
+/// `stats`) of resample r's segments; their statistics are summed exactly and scored once.
+#[pyfunction]
+#[pyo3(signature = (stats, resamples, max_order=4, smooth_method="exp", smooth_value=None, effective_order=false, num_threads=None))]
+#[allow(clippy::too_many_arguments)]
+fn resample_scores<'py>(
+    py: Python<'py>,
+    stats: PyReadonlyArray2<'py, i64>,
+    resamples: PyReadonlyArray2<'py, i64>,
+    max_order: usize,
+    smooth_method: &str,
+    smooth_value: Option<f64>,
+    effective_order: bool,
+    num_threads: Option<usize>,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    check_order(max_order)?;
+    let sm = smooth(smooth_method, smooth_value)?;
+    let s = stats_matrix(&stats, max_order)?;
+    let m = resamples.shape()[1];
+    let idx = row_major(&resamples);
+    let out = py
+        .detach(|| {
+            batch::with_threads(num_threads, || {
+                batch::resample_scores(&s, max_order, &idx, m, sm, effective_order)
+            })
+        })
+        .map_err(|e| match e {
+            ResampleError::Empty => PyValueError::new_err("resamples must pick at least one segment each"),
+            ResampleError::OutOfRange { row, col, value, n } => PyValueError::new_err(format!(
+                "resamples[{row}, {col}] = {value} is not a row of stats (0..{n})"
+            )),
+        })?;
     Ok(PyArray1::from_vec(py, out))
 }
 
@@ -358,6 +408,7 @@ fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("REGEX_VERSION", unicode_tables::REGEX_VERSION)?;
     m.add_function(wrap_pyfunction!(bleu_stats, m)?)?;
     m.add_function(wrap_pyfunction!(scores_from_stats, m)?)?;
+    m.add_function(wrap_pyfunction!(resample_scores, m)?)?;
     m.add_function(wrap_pyfunction!(score_from_row, m)?)?;
     m.add_function(wrap_pyfunction!(tokenize, m)?)?;
     m.add_function(wrap_pyfunction!(py_lower, m)?)?;

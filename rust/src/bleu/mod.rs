@@ -18,4 +18,4 @@ mod ngrams;
 pub mod stats;
 
 pub use formula::{compute_bleu, Score, Smooth, MAX_ORDER};
-pub use stats::{closest_ref_len, segment_stats, BleuOptions, SegmentScratch, NUM_STATS};
+pub use stats::{closest_ref_len, segment_stats, BleuOptions, NoReference, SegmentScratch, NUM_STATS};

@@ -47,19 +47,27 @@ pub struct SegmentScratch {
     ref_lens: Vec<i64>,
 }
 
+/// A segment whose references are all missing (None). sacreBLEU raises on it, and it has no closest
+/// reference length: scoring it would put a -1 into the statistics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NoReference;
+
 /// Statistics of one segment: `hyp` against the references in `refs` (None = missing reference,
-/// as in sacrebleu's variable-reference streams). Writes NUM_STATS values into `out`
-/// (only the first 2 + 2 * max_order are meaningful, laid out as sacrebleu's list).
+/// as in sacrebleu's variable-reference streams; at least one must be present). Writes NUM_STATS
+/// values into `out` (only the first 2 + 2 * max_order are meaningful, laid out as sacrebleu's list).
 pub fn segment_stats(
     hyp: &str,
     refs: &[Option<&str>],
     opts: &BleuOptions,
     s: &mut SegmentScratch,
     out: &mut [i64],
-) {
+) -> Result<(), NoReference> {
+    let nrefs = refs.iter().filter(|r| r.is_some()).count();
+    if nrefs == 0 {
+        return Err(NoReference);
+    }
     let mo = opts.max_order;
     tokenize_into(hyp, opts.tokenizer, opts.lowercase, &mut s.tok, &mut s.hyp);
-    let nrefs = refs.iter().filter(|r| r.is_some()).count();
     if s.refs.len() < nrefs {
         s.refs.resize_with(nrefs, Tokens::default);
     }
@@ -130,6 +138,7 @@ pub fn segment_stats(
             out,
         );
     }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -207,7 +216,7 @@ mod tests {
     fn stats_simple() {
         let mut s = SegmentScratch::default();
         let mut out = [0i64; NUM_STATS];
-        segment_stats("the cat the cat", &[Some("the cat sat")], &opts(), &mut s, &mut out);
+        segment_stats("the cat the cat", &[Some("the cat sat")], &opts(), &mut s, &mut out).unwrap();
         // unigrams: the x2 (ref 1), cat x2 (ref 1) -> 2 of 4; bigrams: the cat x2 (ref 1), cat the -> 1 of 3
         assert_eq!(out, [4, 3, 2, 1, 0, 0, 4, 3, 2, 1]);
     }
@@ -216,7 +225,7 @@ mod tests {
     fn multi_ref_max_and_closest() {
         let mut s = SegmentScratch::default();
         let mut out = [0i64; NUM_STATS];
-        segment_stats("a a a", &[Some("a b"), Some("a a c d"), None], &opts(), &mut s, &mut out);
+        segment_stats("a a a", &[Some("a b"), Some("a a c d"), None], &opts(), &mut s, &mut out).unwrap();
         assert_eq!(out[0], 3);
         assert_eq!(out[1], 2); // |3-2| == |3-4|, the shorter wins
         assert_eq!(out[2], 2); // max count of "a" over references is 2
@@ -298,7 +307,7 @@ mod tests {
             let hyp = text(&mut seed, &pieces);
             let refs: Vec<String> = (0..1 + next(&mut seed) % 3).map(|_| text(&mut seed, &pieces)).collect();
             let ref_opts: Vec<Option<&str>> = refs.iter().map(|r| Some(r.as_str())).collect();
-            segment_stats(&hyp, &ref_opts, &opts(), &mut s, &mut out);
+            segment_stats(&hyp, &ref_opts, &opts(), &mut s, &mut out).unwrap();
             let r: Vec<&str> = refs.iter().map(|r| r.as_str()).collect();
             assert_eq!(out.to_vec(), naive_stats(&hyp, &r, 4), "hyp {hyp:?} refs {refs:?}");
         }
@@ -308,8 +317,18 @@ mod tests {
     fn perfect_match_is_100() {
         let mut s = SegmentScratch::default();
         let mut out = [0i64; NUM_STATS];
-        segment_stats("a b c d e", &[Some("a b c d e")], &opts(), &mut s, &mut out);
+        segment_stats("a b c d e", &[Some("a b c d e")], &opts(), &mut s, &mut out).unwrap();
         let sc = compute_bleu(&out, 4, Smooth::Exp, true);
         assert!((sc.score - 100.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_segment_without_any_reference_is_an_error() {
+        let mut s = SegmentScratch::default();
+        let mut out = [7i64; NUM_STATS];
+        assert_eq!(segment_stats("a b", &[], &opts(), &mut s, &mut out), Err(NoReference));
+        assert_eq!(segment_stats("a b", &[None, None], &opts(), &mut s, &mut out), Err(NoReference));
+        assert_eq!(segment_stats("a b", &[None, Some("a b")], &opts(), &mut s, &mut out), Ok(()));
+        assert_eq!(out[1], 2);
     }
 }
