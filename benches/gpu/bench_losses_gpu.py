@@ -229,7 +229,7 @@ def bench(device, sizes, hidden, vocab, repeats, budget_s, smoke) -> list[dict]:
                 torch.cuda.empty_cache()
             print(row, flush=True)
             rows.append(row)
-        del x_s, x_t, w_s, w_t
+        x_s = x_t = w_s = w_t = None  # free this size's tensors before the next size's
     return rows
 
 

@@ -33,7 +33,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import random
 import time
 from dataclasses import dataclass
@@ -44,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kdlens.data.collate import (IGNORE_INDEX, Example, collate, encode_record, encode_records,
+from kdlens.data.collate import (IGNORE_INDEX, Example, collate, encode_records,
                                  shifted_labels)
 from kdlens.errors import KdlensError
 from kdlens.io import write_json_atomic, write_text_atomic
