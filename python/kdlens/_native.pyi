@@ -20,7 +20,7 @@ _TextColumn = (
 
 __all__ = [
     "__version__", "PYTHON_UNIDATA_VERSION", "REGEX_VERSION", "bleu_stats", "scores_from_stats",
-    "resample_scores", "score_from_row", "tokenize", "py_lower", "char_classes", "extract_answers",
+    "resample_scores", "score_from_row", "score_parts", "tokenize", "py_lower", "char_classes", "extract_answers",
     "agreement", "correct",
 ]
 
@@ -67,6 +67,15 @@ def score_from_row(
     effective_order: bool = False,
 ) -> tuple[float, list[float], float]:
     """(score, precisions, brevity penalty) of one (summed) statistics row."""
+
+def score_parts(
+    row: Sequence[int],
+    max_order: int = 4,
+    smooth_method: str = "exp",
+    smooth_value: float | None = None,
+    effective_order: bool = False,
+) -> tuple[float, list[float], float, list[float], list[float]]:
+    """(score, precisions, bp, counts, totals): counts/totals as sacreBLEU reports them (k added under add-k)."""
 
 def tokenize(text: str, tokenize: str = "13a", lowercase: bool = False) -> str:
     """sacreBLEU's preprocessing and tokenizer; tokens joined by single spaces."""

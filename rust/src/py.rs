@@ -276,6 +276,32 @@ fn score_from_row(
     Ok((sc.score, sc.precisions[..max_order].to_vec(), sc.bp))
 }
 
+/// The parts sacreBLEU's BLEUScore reports for one (summed) statistics row:
+/// (score, precisions, bp, counts, totals), with counts/totals as sacreBLEU has them after add-k.
+#[pyfunction]
+#[pyo3(signature = (row, max_order=4, smooth_method="exp", smooth_value=None, effective_order=false))]
+#[allow(clippy::type_complexity)]
+fn score_parts(
+    row: Vec<i64>,
+    max_order: usize,
+    smooth_method: &str,
+    smooth_value: Option<f64>,
+    effective_order: bool,
+) -> PyResult<(f64, Vec<f64>, f64, Vec<f64>, Vec<f64>)> {
+    check_order(max_order)?;
+    if row.len() != batch::stats_width(max_order) {
+        return Err(PyValueError::new_err(format!("row must have {} values", batch::stats_width(max_order))));
+    }
+    let sc = compute_bleu(&row, max_order, smooth(smooth_method, smooth_value)?, effective_order);
+    Ok((
+        sc.score,
+        sc.precisions[..max_order].to_vec(),
+        sc.bp,
+        sc.counts[..max_order].to_vec(),
+        sc.totals[..max_order].to_vec(),
+    ))
+}
+
 /// sacrebleu's preprocessing + tokenizer, tokens joined by single spaces (for tests and debugging).
 #[pyfunction]
 #[pyo3(signature = (text, tokenize="13a", lowercase=false))]
@@ -410,6 +436,7 @@ fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(scores_from_stats, m)?)?;
     m.add_function(wrap_pyfunction!(resample_scores, m)?)?;
     m.add_function(wrap_pyfunction!(score_from_row, m)?)?;
+    m.add_function(wrap_pyfunction!(score_parts, m)?)?;
     m.add_function(wrap_pyfunction!(tokenize, m)?)?;
     m.add_function(wrap_pyfunction!(py_lower, m)?)?;
     m.add_function(wrap_pyfunction!(char_classes, m)?)?;

@@ -134,3 +134,24 @@ def test_sentence_scores_read_a_fortran_ordered_matrix_by_rows():
     c = _native.scores_from_stats(stats)
     assert _native.scores_from_stats(np.asfortranarray(stats)).tolist() == c.tolist()
     assert c.tolist() == [_native.score_from_row(r.tolist(), effective_order=True)[0] for r in stats]
+
+
+# --- counts/totals as sacreBLEU reports them (issue 14 item 10) ------------------------------------
+
+@pytest.mark.parametrize("smooth_method,smooth_value,eff", [
+    ("add-k", 1, False), ("add-k", 0.5, True), ("add-k", 3, False), ("exp", None, False), ("floor", 0.1, True)])
+@pytest.mark.parametrize("seed,n", [(1, 40), (2, 1), (4, 3)])
+def test_score_parts_report_counts_and_totals_as_sacrebleu(smooth_method, smooth_value, eff, seed, n):
+    hyps, refs = _corpus(n, seed=seed)
+    hyps[0] = "the"  # a short segment: with n == 1 no 2..4-grams, so add-k stops early
+    metric = sacrebleu.BLEU(smooth_method=smooth_method, smooth_value=smooth_value, effective_order=eff)
+    theirs = metric.corpus_score(hyps, [refs])
+    row = _native.bleu_stats(hyps, [refs]).sum(axis=0).tolist()
+    score, precisions, bp, counts, totals = _native.score_parts(
+        row, 4, smooth_method, None if smooth_value is None else float(smooth_value), eff)
+    assert (score, precisions, bp) == (theirs.score, theirs.precisions, theirs.bp)
+    assert counts == theirs.counts and totals == theirs.totals
+    assert _native.score_from_row(row, 4, smooth_method, None if smooth_value is None else float(smooth_value),
+                                  eff) == (score, precisions, bp)
+    if smooth_method == "add-k" and any(row[2:6]):
+        assert counts[1:] != row[3:6] or totals[1:] != row[7:10]  # reported != raw under add-k

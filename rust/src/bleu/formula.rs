@@ -34,12 +34,16 @@ fn my_log(x: f64) -> f64 {
     }
 }
 
-/// The score and its parts, as `BLEU.compute_bleu` returns them.
+/// The score and its parts, as `BLEU.compute_bleu` returns them. `counts` and `totals` are the
+/// matched and total n-grams as sacreBLEU reports them: under add-k, k is added to orders 2.. up to
+/// the first order with no n-grams (the raw values stay in the statistics row).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Score {
     pub score: f64,
     pub precisions: [f64; MAX_ORDER],
     pub bp: f64,
+    pub counts: [f64; MAX_ORDER],
+    pub totals: [f64; MAX_ORDER],
 }
 
 /// `BLEU.compute_bleu` transcribed: same operations in the same order, so the floats agree.
@@ -61,7 +65,7 @@ pub fn compute_bleu(stats: &[i64], max_order: usize, smooth: Smooth, effective_o
     }
     let mut precisions = [0f64; MAX_ORDER];
     if !any_correct {
-        return Score { score: 0.0, precisions, bp };
+        return Score { score: 0.0, precisions, bp, counts: correct, totals: total };
     }
     let mut smooth_mteval = 1.0f64;
     let mut eff_order = max_order;
@@ -99,5 +103,5 @@ pub fn compute_bleu(stats: &[i64], max_order: usize, smooth: Smooth, effective_o
         acc += my_log(*p);
     }
     let score = bp * (acc / eff_order as f64).exp();
-    Score { score, precisions, bp }
+    Score { score, precisions, bp, counts: correct, totals: total }
 }
