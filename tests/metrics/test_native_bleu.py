@@ -155,3 +155,36 @@ def test_score_parts_report_counts_and_totals_as_sacrebleu(smooth_method, smooth
                                   eff) == (score, precisions, bp)
     if smooth_method == "add-k" and any(row[2:6]):
         assert counts[1:] != row[3:6] or totals[1:] != row[7:10]  # reported != raw under add-k
+
+
+# --- n-gram orders 1..9 (issue 14 item 11) ---------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_piece = st.sampled_from(WORDS + ["the cat", "a a a", "3.5", "x-y", "“q”"])
+_segment = st.lists(_piece, min_size=0, max_size=25).map(" ".join)
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.integers(1, 9), st.lists(st.tuples(_segment, _segment, _segment), min_size=1, max_size=8),
+       st.sampled_from([("exp", None, False), ("add-k", 1, False), ("floor", 0.1, True), ("none", None, True)]))
+def test_every_order_1_to_9_equals_sacrebleu(order, rows, smoothing):
+    method, value, eff = smoothing
+    hyps = [h for h, _, _ in rows]
+    streams = [[r for _, r, _ in rows], [r2 for _, _, r2 in rows]]
+    metric = sacrebleu.BLEU(max_ngram_order=order, smooth_method=method, smooth_value=value, effective_order=eff)
+    stats = _native.bleu_stats(hyps, streams, max_order=order)
+    assert stats.shape == (len(rows), 2 + 2 * order)
+    assert stats.tolist() == metric._extract_corpus_statistics(hyps, streams)
+    theirs = metric.corpus_score(hyps, streams)
+    score, precisions, bp, counts, totals = _native.score_parts(
+        stats.sum(axis=0).tolist(), order, method, None if value is None else float(value), eff)
+    assert (score, precisions, bp, counts, totals) == (theirs.score, theirs.precisions, theirs.bp,
+                                                       theirs.counts, theirs.totals)
+
+
+def test_orders_outside_1_to_9_are_refused():
+    for order in (0, 10):
+        with pytest.raises(ValueError, match=r"max_ngram_order must be 1\.\.=9"):
+            _native.bleu_stats(["a"], [["a"]], max_order=order)

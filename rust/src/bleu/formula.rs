@@ -1,7 +1,8 @@
 //! The score from sufficient statistics: sacreBLEU's `BLEU.compute_bleu` transcribed, with its
 //! smoothing methods (none, floor, add-k, exp) and effective order.
 
-pub const MAX_ORDER: usize = 4;
+/// The highest n-gram order (sacreBLEU's `max_ngram_order` has no limit; 9 covers every use seen).
+pub const MAX_ORDER: usize = 9;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Smooth {

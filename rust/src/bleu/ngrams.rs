@@ -2,6 +2,7 @@
 //! open-addressing table of reference n-gram counts keyed by packed ids (see the `bleu` module
 //! docs for the layout).
 
+use super::formula::MAX_ORDER;
 use crate::tokenize::Tokens;
 
 const MIX: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -152,6 +153,36 @@ impl NgramKey for u128 {
         let lo = self as u64;
         let hi = (self >> 64) as u64;
         let h = (lo ^ hi.rotate_left(23)).wrapping_mul(MIX);
+        h ^ (h >> 32)
+    }
+}
+
+/// Keys of n-grams longer than 4 tokens: the ids themselves, right-aligned (an n-gram of length L
+/// has MAX_ORDER - L leading zeros; ids start at 1, so lengths never collide).
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct LongKey([u32; MAX_ORDER]);
+
+impl NgramKey for LongKey {
+    const BITS: u32 = 32;
+    #[inline]
+    fn from_id(id: u32) -> Self {
+        let mut a = [0u32; MAX_ORDER];
+        a[MAX_ORDER - 1] = id;
+        LongKey(a)
+    }
+    #[inline]
+    fn push(self, id: u32) -> Self {
+        let mut a = self.0;
+        a.copy_within(1.., 0);
+        a[MAX_ORDER - 1] = id;
+        LongKey(a)
+    }
+    #[inline]
+    fn hash(self) -> u64 {
+        let mut h = 0u64;
+        for &x in &self.0 {
+            h = (h.rotate_left(17) ^ x as u64).wrapping_mul(MIX);
+        }
         h ^ (h >> 32)
     }
 }

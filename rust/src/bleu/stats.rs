@@ -2,10 +2,11 @@
 //! total n-grams per order), laid out as sacreBLEU's list.
 
 use super::formula::MAX_ORDER;
-use super::ngrams::{CountTable, Interner, NgramKey};
+use super::ngrams::{CountTable, Interner, LongKey, NgramKey};
 use crate::tokenize::{tokenize_into, TokScratch, TokenizerKind, Tokens};
 
-/// Columns of one segment's statistics: hyp_len, ref_len, correct[1..=4], total[1..=4].
+/// Room for one segment's statistics at the highest order: hyp_len, ref_len, correct[1..=order],
+/// total[1..=order].
 pub const NUM_STATS: usize = 2 + 2 * MAX_ORDER;
 
 #[derive(Clone, Copy, Debug)]
@@ -44,6 +45,7 @@ pub struct SegmentScratch {
     ref_bounds: Vec<(usize, usize)>,
     table64: CountTable<u64>,
     table128: CountTable<u128>,
+    table_long: CountTable<LongKey>,
     ref_lens: Vec<i64>,
 }
 
@@ -115,7 +117,18 @@ pub fn segment_stats(
     }
     let ref_ngrams: usize = s.ref_lens.iter().map(|&l| (l as usize) * mo).sum();
     let distinct = s.interner.keys.len();
-    if distinct < (1usize << 16) - 1 {
+    if mo > 4 {
+        count_with::<LongKey>(
+            &mut s.table_long,
+            &s.hyp_ids,
+            hyp_distinct,
+            &s.ref_ids,
+            &s.ref_bounds,
+            ref_ngrams,
+            mo,
+            out,
+        );
+    } else if distinct < (1usize << 16) - 1 {
         count_with::<u64>(
             &mut s.table64,
             &s.hyp_ids,
@@ -218,7 +231,7 @@ mod tests {
         let mut out = [0i64; NUM_STATS];
         segment_stats("the cat the cat", &[Some("the cat sat")], &opts(), &mut s, &mut out).unwrap();
         // unigrams: the x2 (ref 1), cat x2 (ref 1) -> 2 of 4; bigrams: the cat x2 (ref 1), cat the -> 1 of 3
-        assert_eq!(out, [4, 3, 2, 1, 0, 0, 4, 3, 2, 1]);
+        assert_eq!(out[..10], [4, 3, 2, 1, 0, 0, 4, 3, 2, 1]);
     }
 
     #[test]
@@ -303,13 +316,20 @@ mod tests {
         }
         let mut s = SegmentScratch::default();
         let mut out = [0i64; NUM_STATS];
-        for _ in 0..400 {
+        for k in 0..900 {
+            // orders 4 (packed integer keys) and 1..=9 (5..=9: array keys)
+            let mo = if k < 400 { 4 } else { 1 + k % MAX_ORDER };
+            let opts = BleuOptions { max_order: mo, ..opts() };
             let hyp = text(&mut seed, &pieces);
             let refs: Vec<String> = (0..1 + next(&mut seed) % 3).map(|_| text(&mut seed, &pieces)).collect();
             let ref_opts: Vec<Option<&str>> = refs.iter().map(|r| Some(r.as_str())).collect();
-            segment_stats(&hyp, &ref_opts, &opts(), &mut s, &mut out).unwrap();
+            segment_stats(&hyp, &ref_opts, &opts, &mut s, &mut out).unwrap();
             let r: Vec<&str> = refs.iter().map(|r| r.as_str()).collect();
-            assert_eq!(out.to_vec(), naive_stats(&hyp, &r, 4), "hyp {hyp:?} refs {refs:?}");
+            assert_eq!(
+                out[..2 + 2 * mo].to_vec(),
+                naive_stats(&hyp, &r, mo),
+                "order {mo} hyp {hyp:?} refs {refs:?}"
+            );
         }
     }
 
