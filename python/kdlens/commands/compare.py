@@ -19,7 +19,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from kdlens.evaluate import compare, comparison_markdown
+    from kdlens.metrics.pairs import compare, comparison_markdown
     from kdlens.io import write_table_atomic, write_text_atomic
 
     table = compare(args.teacher_dir, args.student_dir)

@@ -89,7 +89,7 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec (Linu
 
 # Imported once by the fork server; every unit process starts with them loaded.
 PRELOAD = ["torch", "transformers", "transformers.models.qwen2.modeling_qwen2", "polars",
-           "kdlens.study.actions", "kdlens.train", "kdlens.evaluate"]
+           "kdlens.study.actions", "kdlens.train", "kdlens.eval.run"]
 
 
 # Units that load a model and so hold a device while they run.
