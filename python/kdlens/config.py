@@ -154,6 +154,8 @@ def load_toml(path: str | os.PathLike) -> dict[str, Any]:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise KdlensError(f"{p}: not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise KdlensError(f"{p}: not UTF-8 text (byte {exc.start}); save the config as UTF-8") from None
 
 
 def parse_override(text: str) -> tuple[str, Any]:
