@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import glob
 import json
 import os
 import re
@@ -37,7 +38,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    _remove_dead_temporaries(final)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp", dir=final.parent)
     os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; the file gets open()'s usual mode
     os.close(fd)
     tmp = Path(tmp_name)
@@ -49,6 +51,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _remove_dead_temporaries(final: Path) -> None:
+    """Remove ``.<name>.<pid>.*.tmp`` files a killed process left while writing ``final``."""
+    prefix = f".{final.name}."
+    for entry in final.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        pid = entry.name[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            entry.unlink(missing_ok=True)
 
 
 def current_umask() -> int:

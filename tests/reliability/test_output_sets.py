@@ -114,3 +114,15 @@ def test_report_killed_at_renames_is_old_or_new_and_rerun_completes(tmp_path):
         assert fingerprint(tmp_path / "R") == new and staging_leftovers(tmp_path) == []  # ... and cleaned
         if i != len(points) - 1:
             run_kdlens(*_report_args("R", 0), cwd=tmp_path)  # back to the old report for the next kill
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
+    """D10: a kill during an atomic write left ``.<name>.*.tmp`` for ever (train: .result.json.*.tmp)."""
+    dead = tmp_path / ".result.json.999999999.abcd1234.tmp"  # written by a process that no longer runs
+    dead.write_text("half")
+    alive = tmp_path / f".result.json.{os.getpid()}.efgh5678.tmp"  # a write in progress (this process)
+    alive.write_text("busy")
+    other = tmp_path / ".other.json.999999999.abcd1234.tmp"  # another file's: left to that file's writer
+    other.write_text("x")
+    write_text_atomic(tmp_path / "result.json", "{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name, "result.json"])
