@@ -24,11 +24,31 @@ def _load_error(what: str, name: str, exc: Exception) -> KdlensError:
     return KdlensError(f"could not load {what} {name!r} from {where}: {type(exc).__name__}: {exc}.{hint}")
 
 
+def _looks_like_path(name: str) -> bool:
+    """A name that can only mean a local folder (a hub id is ``name`` or ``org/name``)."""
+    return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1
+
+
+def check_model_folder(what: str, name: str, marker: tuple[str, ...]) -> None:
+    """A local folder that is missing, or holds none of the ``marker`` files, is a clear error (not a
+    hub lookup or a tokenizer-backend hint)."""
+    path = Path(name).expanduser()
+    if not path.exists():
+        if _looks_like_path(name):
+            raise KdlensError(f"{what} folder {name!r} does not exist; give a folder written by save_pretrained "
+                              "(or a Hugging Face hub id such as org/name)")
+        return
+    if path.is_dir() and not any((path / m).is_file() for m in marker):
+        raise KdlensError(f"{what} folder {name!r} holds no {' or '.join(marker)}; give a folder written by "
+                          "save_pretrained")
+
+
 def load_tokenizer(name_or_path: str | os.PathLike, *, padding_side: str = "left"):
     """Load a tokenizer; a pad token is set to EOS when the tokenizer has none."""
     from transformers import AutoTokenizer
 
     name = str(name_or_path)
+    check_model_folder("tokenizer", name, ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
     try:
         tok = AutoTokenizer.from_pretrained(name)
     except Exception as exc:
@@ -58,6 +78,7 @@ def load_causal_lm(
     from transformers import AutoModelForCausalLM
 
     name = str(name_or_path)
+    check_model_folder("model", name, ("config.json",))
     try:
         model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype or torch.float32)
     except Exception as exc:

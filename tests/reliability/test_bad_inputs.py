@@ -36,6 +36,32 @@ def _file(tmp: Path, name: str = "afile", data: bytes = b"x") -> str:
     return str(tmp / name)
 
 
+def _folder(tmp: Path, name: str) -> str:
+    (tmp / name).mkdir()
+    return str(tmp / name)
+
+
+_TOKENIZER: dict[str, str] = {}
+
+
+def _tok() -> str:
+    return f"tokenizer={_TOKENIZER['dir']}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tokenizer_dir(tmp_path_factory):
+    """A real tokenizer folder (the synthetic task's), for train cases that get past the model check."""
+    from kdlens.data.synthetic import make_task, write_task
+
+    root = tmp_path_factory.mktemp("task")
+    write_task(root, make_task(seed=0, n_train=40, n_test=4, levels=(1,)), vocab_size=300)
+    _TOKENIZER["dir"] = str(root / "tokenizer")
+
+
+GOOD_DATA = b'[{"instruction": "add 1 and 2", "output": "3"},\n {"instruction": "add 2 and 2", "output": "4"}]\n'
+GOOD_LINES = b'{"instruction": "a", "output": "b"}\n{"instruction": "c", "output": "d"}\n'
+BAD_LINES = GOOD_LINES + b"{oops\n"
+
 TRAIN = ["train", "--preset", "sft", "data=train.json", "student=tiny:tiny-s1", "tokenizer=tok"]
 
 CASES = [
@@ -47,6 +73,20 @@ CASES = [
     ("train non-UTF-8 TOML", lambda t: ["train", "--config", _file(t, "c.toml", b"lr = '\xff'\n")],
      "not UTF-8 text (byte 6); save the config as UTF-8"),
     ("train missing TOML", lambda t: ["train", "--config", f"{t}/none.toml"], "no such config file"),
+    # --- train data and model paths (T8, T11, T14, E4)
+    ("train 0-byte data", lambda t: ["train", f"out_dir={t}/r", f"data={_file(t, 'e.json', b'')}",
+                                     "student=tiny:tiny-s1", _tok()], "e.json: the file is empty"),
+    ("train malformed JSON data", lambda t: ["train", f"out_dir={t}/r", "student=tiny:tiny-s1", _tok(),
+                                             f"data={_file(t, 'b.json', GOOD_DATA[:-3] + b',]')}"],
+     "b.json: could not be read as json: invalid JSON at line 2, column"),
+    ("train malformed JSONL data", lambda t: ["train", f"out_dir={t}/r", "student=tiny:tiny-s1", _tok(),
+                                              f"data={_file(t, 'b.jsonl', BAD_LINES)}"],
+     "b.jsonl: could not be read as json: invalid JSON at line 3, column 2"),
+    ("train missing model folder", lambda t: ["train", f"out_dir={t}/r", f"data={_file(t, 'd.json', GOOD_DATA)}",
+                                              "student=/nonexistent/model"],
+     "folder '/nonexistent/model' does not exist; give a folder written by save_pretrained"),
+    ("train empty model folder", lambda t: ["train", f"out_dir={t}/r", f"data={_file(t, 'd.json', GOOD_DATA)}",
+                                            f"student={_folder(t, 'empty')}"], "holds no tokenizer.json"),
     # --- study (U7, U11, U13, U14)
     ("study -o a file", lambda t: ["study", "smoke", "-o", _file(t)], "exists and is not a folder"),
     ("study non-UTF-8 TOML", lambda t: ["study", _file(t, "s.toml", b'name = "\xff"\n')], "not UTF-8 text"),

@@ -53,7 +53,7 @@ CASES = [  # (replace, with, the message must contain)
     ("jobs = 1", 'jobs = "two"', "config key 'jobs' must be an integer, got 'two'"),
     ("temperatures = [1.0]", 'temperatures = "1"', "config key 'temperatures' must be a list, got '1'"),
     ('students = ["tiny-s1"]', 'students = ["tiny-s9"]', "models names 'tiny-s9', which is not a tiny model"),
-    ('students = ["tiny-s1"]', 'students = ["/nonexistent/model"]', "model folder '/nonexistent/model' does not exist"),
+    ('students = ["tiny-s1"]', 'students = ["/nonexistent/model"]', "[models]: model folder '/nonexistent/model' does not exist"),
 ]
 
 

@@ -94,8 +94,8 @@ def check_training_sections(cfg, where: str) -> None:
 
 
 def check_models(cfg, where: str) -> None:
-    """Model names that cannot load: an unknown tiny-* name, a local path that does not exist."""
-    from kdlens.models import TINY_CONFIGS
+    """Model names that cannot load: an unknown tiny-* name, a missing or empty local folder."""
+    from kdlens.models import TINY_CONFIGS, check_model_folder
 
     for name in dict.fromkeys(cfg.models.teachers + cfg.models.students):
         if name in TINY_CONFIGS:
@@ -103,8 +103,10 @@ def check_models(cfg, where: str) -> None:
         if name.startswith("tiny-"):
             raise KdlensError(f"{where}: models names {name!r}, which is not a tiny model; known tiny models: "
                               f"{', '.join(TINY_CONFIGS)} (or give a model folder or hub id)")
-        if name.startswith(("/", "./", "../", "~")) and not Path(name).expanduser().is_dir():
-            raise KdlensError(f"{where}: model folder {name!r} does not exist")
+        try:
+            check_model_folder("model", name, ("config.json",))
+        except KdlensError as exc:
+            raise KdlensError(f"{where} [models]: {exc}") from None
 
 
 def check_study(cfg, where: str = "study config") -> None:
