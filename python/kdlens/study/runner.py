@@ -118,9 +118,28 @@ def _watch_runner(runner_pid: int) -> None:
                 except ProcessLookupError:
                     break
                 time.sleep(0.5)
+        parent = os.getppid()  # the fork server: idle without its runner, and slow to shut down
+        if parent not in (1, runner_pid):
+            _kill(parent)
         os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=watch, name="kdlens-watch-runner", daemon=True).start()
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _stop_fork_server() -> None:
+    """Kill the fork server now (an interrupted runner): it would take seconds to exit by itself."""
+    from multiprocessing import forkserver
+
+    pid = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
+    if pid:
+        _kill(pid)
 
 
 def _lock_study(study_dir: Path) -> int:
@@ -333,6 +352,12 @@ def _run_locked(cfg: StudyConfig, study_dir: Path, jobs: int | None, echo: Calla
                     tail = _tail(unit_dir(study_dir, uid) / "log.txt")
                     say(f"[FAILED {took:6.1f}s] {u.label} (exit {rc}); log: "
                         f"{unit_dir(study_dir, uid) / 'log.txt'}\n{tail}")
+    except BaseException:  # interrupted (SIGINT, SIGTERM) or a bug: stop every process of the study
+        for proc in running.values():
+            proc.kill()
+        running.clear()
+        _stop_fork_server()
+        raise
     finally:
         for proc in running.values():
             proc.kill()
