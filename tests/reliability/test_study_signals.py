@@ -47,17 +47,20 @@ progress = false
 """
 
 
-def _session_processes(sid: int) -> list[str]:
-    """Live (not zombie) processes of session ``sid``: the runner, the fork server, units."""
+def _study_processes(runner: int) -> list[str]:
+    """Live (not zombie) processes of the study: the runner's session (runner, fork server, units) and
+    every process carrying its pid in KDLENS_RUNNER_PID (torchrun starts ranks in their own session)."""
     found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            text = stat.read_text()
+            stat = (proc / "stat").read_text()
+            environ = (proc / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        fields = text.rsplit(")", 1)[1].split()
-        if int(fields[3]) == sid and fields[0] != "Z":
-            found.append(f"{stat.parent.name} {text.split(')')[0].split('(', 1)[1]}")
+        fields = stat.rsplit(")", 1)[1].split()
+        ours = int(fields[3]) == runner or f"KDLENS_RUNNER_PID={runner}".encode() in environ
+        if ours and fields[0] != "Z":
+            found.append(f"{proc.name} {stat.split(')')[0].split('(', 1)[1]}")
     return found
 
 
@@ -71,21 +74,24 @@ def test_a_second_lock_on_a_study_folder_is_refused(tmp_path):
     os.close(_lock_study(tmp_path))  # free again once the holder closed it
 
 
+CASES = [(signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGKILL, 1), (signal.SIGKILL, 2)]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
-def test_killed_runner_leaves_no_study_process(tmp_path, sig):
-    (tmp_path / "long.toml").write_text(LONG_STUDY)
+@pytest.mark.parametrize(("sig", "nproc"), CASES, ids=[f"{s.name}-nproc{n}" for s, n in CASES])
+def test_killed_runner_leaves_no_study_process(tmp_path, sig, nproc):
+    """nproc 2: the training units run under torchrun (2 CPU ranks, gloo), ranks in their own session."""
+    (tmp_path / "long.toml").write_text(LONG_STUDY.replace("jobs = 1", f"jobs = 1\nnproc_per_node = {nproc}"))
     runner = subprocess.Popen(kdlens_cmd("study", "long.toml", "-o", "S", "--no-progress"), cwd=tmp_path,
                               env=kdlens_env(), start_new_session=True, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 400
-        while not list((tmp_path / "S" / "units").glob("sft-*/log.txt")):  # a training unit started
+        while not list((tmp_path / "S" / "units").glob("sft-*/run/metrics.jsonl")):  # a unit is training
             assert runner.poll() is None, runner.stderr.read()
             assert time.monotonic() < deadline, "no training unit started"
             time.sleep(0.2)
-        time.sleep(1.0)
-        assert len(_session_processes(runner.pid)) >= 3  # runner, fork server, unit
+        assert len(_study_processes(runner.pid)) >= 3 + nproc  # runner, tracker, fork server, unit (+ ranks)
         if sig == signal.SIGTERM:  # while it runs, a second runner on the same folder is refused
             second = subprocess.run(kdlens_cmd("study", "long.toml", "-o", "S", "--no-progress"),
                                     cwd=tmp_path, env=kdlens_env(), capture_output=True, text=True, timeout=300)
@@ -96,10 +102,10 @@ def test_killed_runner_leaves_no_study_process(tmp_path, sig):
         killed_at = time.monotonic()
         rc = runner.wait(timeout=30)
         assert rc == {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -9}[sig]
-        while _session_processes(runner.pid) and time.monotonic() - killed_at < 5:
+        while _study_processes(runner.pid) and time.monotonic() - killed_at < 5:
             time.sleep(0.1)
-        assert _session_processes(runner.pid) == [], "study processes outlived the runner by 5 s"
+        assert _study_processes(runner.pid) == [], "study processes outlived the runner by 5 s"
     finally:
-        for line in _session_processes(runner.pid):
+        for line in _study_processes(runner.pid):
             os.kill(int(line.split()[0]), signal.SIGKILL)
         runner.wait(timeout=30)

@@ -92,11 +92,17 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec (Linu
         pass
 
 
-def _watch_runner(runner_pid: int) -> None:
+# The runner's pid, in the environment of every process of the study (fork server, forked units,
+# torchrun ranks): units watch it (worker.main), the fork server dies with it (study/forkserver_guard.py).
+RUNNER_PID = "KDLENS_RUNNER_PID"
+
+
+def watch_runner(runner_pid: int) -> None:
     """Kill this unit process as soon as the runner exits, however it was stopped.
 
-    Units are forked from the fork server, so PR_SET_PDEATHSIG would fire with the fork server, which
-    outlives a killed runner; a pidfd of the runner itself becomes readable the moment it exits.
+    Units are forked from the fork server (or are torchrun ranks in their own session), so
+    PR_SET_PDEATHSIG would fire with their parent, not the runner; a pidfd of the runner itself
+    becomes readable the moment it exits.
     """
     import threading
 
@@ -118,28 +124,9 @@ def _watch_runner(runner_pid: int) -> None:
                 except ProcessLookupError:
                     break
                 time.sleep(0.5)
-        parent = os.getppid()  # the fork server: idle without its runner, and slow to shut down
-        if parent not in (1, runner_pid):
-            _kill(parent)
         os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=watch, name="kdlens-watch-runner", daemon=True).start()
-
-
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _stop_fork_server() -> None:
-    """Kill the fork server now (an interrupted runner): it would take seconds to exit by itself."""
-    from multiprocessing import forkserver
-
-    pid = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
-    if pid:
-        _kill(pid)
 
 
 def _lock_study(study_dir: Path) -> int:
@@ -159,8 +146,9 @@ def _lock_study(study_dir: Path) -> int:
 
 
 # Imported once by the fork server; every unit process starts with them loaded.
-PRELOAD = ["torch", "transformers", "transformers.models.qwen2.modeling_qwen2", "polars",
-           "kdlens.study.actions", "kdlens.train", "kdlens.evaluate"]
+PRELOAD = ["kdlens.study.forkserver_guard", "torch", "transformers",
+           "transformers.models.qwen2.modeling_qwen2", "polars", "kdlens.study.actions", "kdlens.train",
+           "kdlens.evaluate"]
 
 
 # Units that load a model and so hold a device while they run.
@@ -187,10 +175,8 @@ def _devices_needed(unit: Unit, cfg: StudyConfig, gpus: list[str]) -> int:
     return nproc
 
 
-def _run_forked(study_dir: str, unit_id: str, log_path: str, threads: int, gpus: str | None,
-                runner_pid: int) -> None:
+def _run_forked(study_dir: str, unit_id: str, log_path: str, threads: int, gpus: str | None) -> None:
     """Body of a unit process forked from the fork server: log to the unit's file, run the unit."""
-    _watch_runner(runner_pid)
     if gpus is not None:  # before anything initialises CUDA in this process
         os.environ["CUDA_VISIBLE_DEVICES"] = gpus
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -229,8 +215,7 @@ class _UnitProcess:
             self._log = None
             self._popen = None
             self._proc = mp_ctx.Process(target=_run_forked, name=unit.id,
-                                        args=(str(study_dir), unit.id, str(log_path), threads, visible,
-                                              os.getpid()))
+                                        args=(str(study_dir), unit.id, str(log_path), threads, visible))
             self._proc.start()
 
     def poll(self) -> int | None:
@@ -304,6 +289,7 @@ def _run_locked(cfg: StudyConfig, study_dir: Path, jobs: int | None, echo: Calla
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
                TOKENIZERS_PARALLELISM="false")
+    os.environ[RUNNER_PID] = env[RUNNER_PID] = str(os.getpid())  # before the fork server starts
     for key in ("OMP_WAIT_POLICY", "TOKENIZERS_PARALLELISM"):  # inherited by the fork server
         os.environ.setdefault(key, env[key])
     mp_ctx = multiprocessing.get_context("forkserver")
@@ -352,12 +338,6 @@ def _run_locked(cfg: StudyConfig, study_dir: Path, jobs: int | None, echo: Calla
                     tail = _tail(unit_dir(study_dir, uid) / "log.txt")
                     say(f"[FAILED {took:6.1f}s] {u.label} (exit {rc}); log: "
                         f"{unit_dir(study_dir, uid) / 'log.txt'}\n{tail}")
-    except BaseException:  # interrupted (SIGINT, SIGTERM) or a bug: stop every process of the study
-        for proc in running.values():
-            proc.kill()
-        running.clear()
-        _stop_fork_server()
-        raise
     finally:
         for proc in running.values():
             proc.kill()
