@@ -11,7 +11,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from kdlens.cli import main
 
 from .helpers import PAPER_RESULTS

@@ -15,12 +15,20 @@ sacrebleu = pytest.importorskip("sacrebleu")
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-
 from kdlens.cli import main  # noqa: E402
 from kdlens.demo import make_pairs  # noqa: E402
 
-from .helpers import (RENAMES, fingerprint, killed_at, kdlens_cmd, kdlens_env, need_strace,  # noqa: E402
-                      rename_points, run_kdlens, staging_leftovers)
+from .helpers import (  # noqa: E402
+    RENAMES,
+    fingerprint,
+    kdlens_cmd,
+    kdlens_env,
+    killed_at,
+    need_strace,
+    rename_points,
+    run_kdlens,
+    staging_leftovers,
+)
 
 
 def _inputs(folder, n=300, seed=3, suffix=" "):

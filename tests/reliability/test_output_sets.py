@@ -8,12 +8,18 @@ import os
 import stat
 
 import pytest
-
 from kdlens.errors import KdlensError
 from kdlens.io import output_set, write_text_atomic
 
-from .helpers import (PAPER_RESULTS, fingerprint, killed_at, need_strace, rename_points, run_kdlens,
-                      staging_leftovers)
+from .helpers import (
+    PAPER_RESULTS,
+    fingerprint,
+    killed_at,
+    need_strace,
+    rename_points,
+    run_kdlens,
+    staging_leftovers,
+)
 
 
 def test_output_set_publishes_whole_or_not_at_all(tmp_path):

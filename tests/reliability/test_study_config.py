@@ -5,7 +5,6 @@ section and the key."""
 from __future__ import annotations
 
 import pytest
-
 from kdlens.cli import main
 from kdlens.errors import KdlensError
 from kdlens.study import load_study_config

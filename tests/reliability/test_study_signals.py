@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from kdlens.errors import KdlensError
 from kdlens.study.runner import _lock_study
 
