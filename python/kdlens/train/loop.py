@@ -421,13 +421,14 @@ class Trainer:
         t_start = time.perf_counter()
         ckpt_root = self.out / "checkpoints"
         metrics_path = self.out / "metrics.jsonl"
-        start_step, best_val, best_step, tokens_total = 0, None, None, 0
+        start_step, best_val, best_step, tokens_total, last_loss = 0, None, None, 0, None
         latest = ckpt_io.latest_checkpoint(ckpt_root)
         if latest is not None:
             state = ckpt_io.load_checkpoint(latest, model=self.student, optimizer=self.optimizer,
                                             scheduler=self.scheduler, rank=dist.rank, world=dist.world)
             start_step, best_val, best_step = state["step"], state.get("best_val_ce"), state.get("best_step")
             tokens_total = state.get("tokens", 0)
+            last_loss = state.get("train_loss")  # the last step's loss, for a resume after the last step
             if dist.rank == 0 and metrics_path.exists():
                 keep = [ln for ln in metrics_path.read_text().splitlines()
                         if ln.strip() and json.loads(ln).get("step", 0) <= start_step]
@@ -439,7 +440,6 @@ class Trainer:
         log = open(metrics_path, "a", encoding="utf-8") if dist.rank == 0 else None
         bar = tqdm(total=self.total_steps, initial=start_step, disable=not (cfg.progress and dist.rank == 0),
                    desc=f"{cfg.mode}{'/' + cfg.objective if cfg.mode == 'kd' else ''}", dynamic_ncols=True)
-        last_loss = None
         status = "complete"
 
         def write(row: dict) -> None:
@@ -449,6 +449,7 @@ class Trainer:
 
         def save(step: int) -> None:
             state = {"best_val_ce": best_val, "best_step": best_step, "tokens": tokens_total,
+                     "train_loss": last_loss,
                      "config": cfg.to_dict(), "total_steps": self.total_steps}
             ckpt_io.save_checkpoint(ckpt_root, step, model=self.student, optimizer=self.optimizer,
                                     scheduler=self.scheduler, state=state, rank=dist.rank, world=dist.world,
@@ -514,7 +515,7 @@ class Trainer:
                     status = "stopped"
                     break
             if status == "complete":
-                if step > start_step or latest is None or not (self.out / "final").exists():
+                if step > start_step or latest is None:
                     final_val = evaluate(self.total_steps)
                 else:
                     final_val = self.validation_ce()
