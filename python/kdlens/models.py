@@ -43,6 +43,28 @@ def check_model_folder(what: str, name: str, marker: tuple[str, ...]) -> None:
                           "save_pretrained")
 
 
+def pick_device(spec: str | None, local_rank: int = 0, *, option: str = "device"):
+    """``auto`` (or None), ``cpu``, ``cuda``, ``cuda:N``, ... as a torch.device that exists on this
+    machine; a KdlensError naming ``option`` otherwise (checked before any model is loaded)."""
+    import torch
+
+    if spec in (None, "auto"):
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, TypeError):
+        raise KdlensError(f"{option}={spec!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise KdlensError(f"{option}={spec!r} but no CUDA device is available here; use {option}=cpu or auto")
+        if dev.index is None:
+            dev = torch.device(f"cuda:{local_rank}")
+        if dev.index >= torch.cuda.device_count():
+            raise KdlensError(f"{option}={spec!r} but this machine has {torch.cuda.device_count()} CUDA "
+                              f"device(s) (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    return dev
+
+
 def load_tokenizer(name_or_path: str | os.PathLike, *, padding_side: str = "left"):
     """Load a tokenizer; a pad token is set to EOS when the tokenizer has none."""
     from transformers import AutoTokenizer

@@ -86,6 +86,9 @@ CASES = [
      "folder '/nonexistent/model' does not exist; give a folder written by save_pretrained"),
     ("train empty model folder", lambda t: ["train", f"out_dir={t}/r", f"data={_file(t, 'd.json', GOOD_DATA)}",
                                             f"student={_folder(t, 'empty')}"], "holds no tokenizer.json"),
+    ("train device=cuda:7 (no GPU)", lambda t: [*TRAIN, f"out_dir={t}/r", "device=cuda:7"],
+     "device='cuda:7' but "),  # no CUDA here, or fewer than 8 devices
+    ("train device=gpu0", lambda t: [*TRAIN, f"out_dir={t}/r", "device=gpu0"], "'gpu0' is not a device"),
     # --- study (U7, U11, U13, U14)
     ("study -o a file", lambda t: ["study", "smoke", "-o", _file(t)], "exists and is not a folder"),
     ("study non-UTF-8 TOML", lambda t: ["study", _file(t, "s.toml", b'name = "\xff"\n')], "not UTF-8 text"),
