@@ -14,9 +14,14 @@ Math (one row, vocab width V, a = z_s / T, b = (z_t + sigma * eps) / T, eps = tl
     CE (raw logits z_s, label y): lse(z_s) - z_s[y];  dCE/dz_s = softmax(z_s) - onehot(y)
     row loss  = w_row * (kd_coef * KD + ce_coef * CE)
     row grad  = w_row * (kd_coef / T * (h - q c) + ce_coef * (softmax(z_s) - onehot(y)))
-Passes over the row: (1) online max / log-sum-exp of a, b (and z_s for CE); (2) loss and c (skipped for
-forward_kl, whose c is -1); (3) gradient, written to ``grad_ptr`` (may alias the student logits: each row
-is read before it is overwritten, by the same program). Rows with weight 0 only get a zero gradient.
+Passes over the row: (1) online max / log-sum-exp of a, b (and z_s for CE); with noise, pass 1 also writes
+b = (z_t + sigma * eps) / T into the teacher workspace ``tw_ptr`` (may alias the teacher logits when they
+are a private fp32 buffer), so Philox runs once per element and passes 2-3 read b back; (2) loss and c
+(skipped for forward_kl, whose c is -1); (3) gradient, written to ``grad_ptr`` (may alias the student
+logits: each row is read before it is overwritten, by the same program), only when WRITE_GRAD. Rows with
+weight 0 only get a zero gradient. A teacher probability of 0 (logit -inf, e.g. a masked vocabulary entry)
+contributes 0 to p log(p / .) terms, never NaN. The CE label is loaded only when it lies in [0, V)
+(callers validate labels; the mask keeps a bad one from reading out of bounds).
 fp32 arithmetic throughout (every load is upcast at once: bf16 arithmetic is wrong in the interpreter),
 int64 row offsets, objective variants as tl.constexpr, no host synchronisation.
 """
@@ -39,14 +44,23 @@ SYMMETRIC_KL: tl.constexpr = tl.constexpr(6)
 
 
 @triton.jit
-def _load_scaled(s_row, t_row, cols, mask, inv_t, sigma, seed, row, HAS_NOISE: tl.constexpr):
-    """Student z_s (raw), a = z_s / T and b = (z_t + sigma eps) / T for one block; -inf outside the row."""
+def _load_scaled(s_row, t_row, tw_row, cols, mask, inv_t, sigma, seed, row,
+                 HAS_NOISE: tl.constexpr, FIRST_PASS: tl.constexpr):
+    """Student z_s (raw), a = z_s / T and b = (z_t + sigma eps) / T for one block; -inf outside the row.
+
+    With noise, the first pass draws eps and stores b into the teacher workspace; later passes load b."""
     z_s = tl.load(s_row + cols, mask=mask, other=float("-inf")).to(tl.float32)
-    z_t = tl.load(t_row + cols, mask=mask, other=float("-inf")).to(tl.float32)
-    if HAS_NOISE:
-        eps = tl.randn(seed, (row << 32) | cols.to(tl.int64))
-        z_t = z_t + sigma * eps
-    return z_s, z_s * inv_t, z_t * inv_t
+    if HAS_NOISE and not FIRST_PASS:
+        b = tl.load(tw_row + cols, mask=mask, other=float("-inf")).to(tl.float32)
+    else:
+        z_t = tl.load(t_row + cols, mask=mask, other=float("-inf")).to(tl.float32)
+        if HAS_NOISE:
+            eps = tl.randn(seed, (row << 32) | cols.to(tl.int64))
+            b = (z_t + sigma * eps) * inv_t
+            tl.store(tw_row + cols, b, mask=mask)
+        else:
+            b = z_t * inv_t
+    return z_s, z_s * inv_t, b
 
 
 @triton.jit
@@ -59,8 +73,9 @@ def _terms(a, b, m_a, log_s_a, m_b, log_s_b, mask, beta, log_beta, log_1m_beta, 
     lp = (b - m_b) - log_s_b
     q = tl.exp(lq)
     p = tl.exp(lp)
+    lp_safe = tl.where(p > 0.0, lp, 0.0)  # p = 0 (teacher logit -inf) contributes 0 to p * log(p / .)
     if OBJECTIVE == 0:  # forward KL(p || q)
-        term = p * (lp - lq)
+        term = p * (lp_safe - lq)
         h = -p
     elif OBJECTIVE == 1:  # reverse KL(q || p)
         term = q * (lq - lp)
@@ -70,7 +85,7 @@ def _terms(a, b, m_a, log_s_a, m_b, log_s_b, mask, beta, log_beta, log_1m_beta, 
         x2 = lq + log_1m_beta
         mx = tl.maximum(x1, x2)
         lm = mx + tl.log(tl.exp(x1 - mx) + tl.exp(x2 - mx))
-        term = beta * p * (lp - lm) + (1.0 - beta) * q * (lq - lm)
+        term = beta * p * (lp_safe - lm) + (1.0 - beta) * q * (lq - lm)
         h = (1.0 - beta) * q * (lq - lm)
     elif OBJECTIVE == 3:  # TVD
         d = q - p
@@ -82,7 +97,7 @@ def _terms(a, b, m_a, log_s_a, m_b, log_s_b, mask, beta, log_beta, log_1m_beta, 
         x2 = lq + log_1m_beta
         mx = tl.maximum(x1, x2)
         lm = mx + tl.log(tl.exp(x1 - mx) + tl.exp(x2 - mx))
-        term = p * (lp - lm)
+        term = p * (lp_safe - lm)
         h = -(1.0 - beta) * tl.exp(lq + lp - lm)
     elif OBJECTIVE == 5:  # skew reverse KL: m = alpha q + (1 - alpha) p (beta holds alpha)
         x1 = lq + log_beta
@@ -100,9 +115,9 @@ def _terms(a, b, m_a, log_s_a, m_b, log_s_b, mask, beta, log_beta, log_1m_beta, 
     return term, h, q
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["seed", "row_offset"])
 def kd_rows_kernel(
-    s_ptr, s_stride, t_ptr, t_stride, grad_ptr, grad_stride,
+    s_ptr, s_stride, t_ptr, t_stride, tw_ptr, tw_stride, grad_ptr, grad_stride,
     weight_ptr, label_ptr, loss_ptr,
     V, inv_t, kd_coef, ce_coef, beta, log_beta, log_1m_beta, sigma, seed, row_offset,
     OBJECTIVE: tl.constexpr, HAS_NOISE: tl.constexpr, HAS_CE: tl.constexpr, WRITE_GRAD: tl.constexpr,
@@ -113,6 +128,7 @@ def kd_rows_kernel(
     row = local + row_offset  # global row: the noise key
     s_row = s_ptr + local * s_stride
     t_row = t_ptr + local * t_stride
+    tw_row = tw_ptr + local * tw_stride
     g_row = grad_ptr + local * grad_stride
     w = tl.load(weight_ptr + local).to(tl.float32)
     if w == 0.0:
@@ -133,7 +149,7 @@ def kd_rows_kernel(
         for start in range(0, V, BLOCK_V):
             cols = start + tl.arange(0, BLOCK_V)
             mask = cols < V
-            z_s, a, b = _load_scaled(s_row, t_row, cols, mask, inv_t, sigma, seed, row, HAS_NOISE)
+            z_s, a, b = _load_scaled(s_row, t_row, tw_row, cols, mask, inv_t, sigma, seed, row, HAS_NOISE, True)
             new_a = tl.maximum(m_a, tl.max(a, 0))
             s_a = s_a * tl.exp(m_a - new_a) + tl.sum(tl.where(mask, tl.exp(a - new_a), 0.0), 0)
             m_a = new_a
@@ -156,7 +172,8 @@ def kd_rows_kernel(
             for start in range(0, V, BLOCK_V):
                 cols = start + tl.arange(0, BLOCK_V)
                 mask = cols < V
-                z_s, a, b = _load_scaled(s_row, t_row, cols, mask, inv_t, sigma, seed, row, HAS_NOISE)
+                z_s, a, b = _load_scaled(s_row, t_row, tw_row, cols, mask, inv_t, sigma, seed, row, HAS_NOISE,
+                                         False)
                 term, h, q = _terms(a, b, m_a, log_s_a, m_b, log_s_b, mask, beta, log_beta, log_1m_beta, OBJECTIVE)
                 kd += tl.sum(term, 0)
                 c += tl.sum(h, 0)
@@ -166,13 +183,15 @@ def kd_rows_kernel(
         z_label = 0.0
         if HAS_CE:  # read z_s[label] before pass 3 may overwrite the row in place
             label = tl.load(label_ptr + local).to(tl.int64)
-            z_label = tl.load(s_row + label).to(tl.float32)
+            label_ok = (label >= 0) & (label < V)
+            z_label = tl.load(s_row + label, mask=label_ok, other=0.0).to(tl.float32)
         if WRITE_GRAD or OBJECTIVE == 0:
             kd_scale = w * kd_coef * inv_t
             for start in range(0, V, BLOCK_V):
                 cols = start + tl.arange(0, BLOCK_V)
                 mask = cols < V
-                z_s, a, b = _load_scaled(s_row, t_row, cols, mask, inv_t, sigma, seed, row, HAS_NOISE)
+                z_s, a, b = _load_scaled(s_row, t_row, tw_row, cols, mask, inv_t, sigma, seed, row, HAS_NOISE,
+                                         False)
                 term, h, q = _terms(a, b, m_a, log_s_a, m_b, log_s_b, mask, beta, log_beta, log_1m_beta, OBJECTIVE)
                 if OBJECTIVE == 0:
                     kd += tl.sum(term, 0)
@@ -196,9 +215,14 @@ def interpreting() -> bool:
 
 def pick_block_v(vocab: int) -> tuple[int, int]:
     """(BLOCK_V, num_warps) for a row of ``vocab`` columns: big blocks under the interpreter (fewer Python
-    steps), 4096-wide blocks with 16 warps on a GPU (8 fp32 values of each of z_s, z_t per thread)."""
+    steps), 4096-wide blocks with 16 warps on a GPU (8 fp32 values of each of z_s, z_t per thread).
+    ``KDLENS_ROW_KERNEL=BLOCK_V,NUM_WARPS`` overrides the GPU choice (benches/gpu/row_kernel_sweep.py)."""
     if interpreting():
         return min(triton.next_power_of_2(vocab), 16384), 1
+    override = os.environ.get("KDLENS_ROW_KERNEL")
+    if override:
+        block, warps = (int(v) for v in override.split(","))
+        return min(block, triton.next_power_of_2(vocab)), warps
     block = min(triton.next_power_of_2(vocab), 4096)
     return block, 16 if block >= 4096 else 8
 
@@ -219,10 +243,14 @@ def kd_rows(
     noise_seed: int = 0,
     row_offset: int = 0,
     grad_out: torch.Tensor | None = None,
+    teacher_workspace: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Launch the row kernel on 2-D logits ``[n, >= vocab]`` (unit column stride): returns fp32 ``[n]``
     weighted row losses; writes the student gradient into ``grad_out`` (``[n, >= vocab]``, any float
-    dtype, may be ``student_logits`` itself) when given. ``beta`` carries alpha for the skew objectives."""
+    dtype, may be ``student_logits`` itself) when given, and skips the gradient pass otherwise.
+    ``beta`` carries the skew objectives' alpha. With noise, the noisy scaled teacher logits are written
+    once into ``teacher_workspace`` (fp32 ``[n, >= vocab]``; may be ``teacher_logits`` when that is a
+    private fp32 buffer; a temporary is allocated when None)."""
     import math
 
     n = student_logits.shape[0]
@@ -234,16 +262,22 @@ def kd_rows(
     grad = grad_out if write_grad else student_logits
     if write_grad:
         assert grad.stride(-1) == 1
+    has_noise = noise_sigma > 0.0
+    workspace = teacher_logits
+    if has_noise:
+        workspace = teacher_workspace
+        if workspace is None:
+            workspace = torch.empty(n, vocab, dtype=torch.float32, device=teacher_logits.device)
+        assert workspace.dtype == torch.float32 and workspace.stride(-1) == 1
     has_ce = ce_coef != 0.0
     label_arg = labels if has_ce else row_weight
     block, warps = pick_block_v(vocab)
-    kernel = kd_rows_kernel
-    kernel[(n,)](
+    kd_rows_kernel[(n,)](
         student_logits, student_logits.stride(0), teacher_logits, teacher_logits.stride(0),
-        grad, grad.stride(0), row_weight, label_arg, losses,
+        workspace, workspace.stride(0), grad, grad.stride(0), row_weight, label_arg, losses,
         vocab, 1.0 / temperature, kd_coef, ce_coef, beta, math.log(beta), math.log1p(-beta),
         noise_sigma, noise_seed, row_offset,
-        OBJECTIVE=objective_id, HAS_NOISE=noise_sigma > 0.0, HAS_CE=has_ce, WRITE_GRAD=write_grad,
+        OBJECTIVE=objective_id, HAS_NOISE=has_noise, HAS_CE=has_ce, WRITE_GRAD=write_grad,
         BLOCK_V=block, num_warps=warps,
     )
     return losses

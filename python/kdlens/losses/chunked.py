@@ -17,6 +17,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from kdlens.errors import KdlensError
+
 from kdlens.kernels.kd_fused_linear import chunk_rows_for, linear_kd_chunks
 from kdlens.losses.noise import philox_randn
 from kdlens.losses.options import KDOptions
@@ -51,10 +53,18 @@ def chunk_loss_and_grad(
     lp = torch.log_softmax(z_t * inv_t if inv_t != 1.0 else z_t, dim=-1)
     q = lq.exp()
     p = lp.exp()
+    # CE needs log_softmax(z_s) at T = 1: at inv_t == 1 that is lq (never updated in place below)
+    log_soft = None
+    if ce_coef != 0.0:
+        log_soft = lq if inv_t == 1.0 else torch.log_softmax(z_s, dim=-1)
+    # a teacher probability of 0 (logit -inf) contributes 0 to p * log(p / .), never 0 * -inf = NaN:
+    # the objectives with such terms read lp clamped to the lowest finite float (p = 0 there already),
+    # in place, so eager mode pays one pass and no temporary
+    lp_safe = lp.clamp_min_(torch.finfo(lp.dtype).min) if objective_id in (0, 2, 4) else lp
     scale = (weight * (kd_coef * inv_t)).unsqueeze(-1)
     grad = None
     if objective_id == 0:  # forward KL(p || q): sum p (lp - lq); d/dz_s = (q - p) / T
-        row_loss = kd_coef * (lp - lq).mul_(p).sum(-1)
+        row_loss = kd_coef * (lp_safe - lq).mul_(p).sum(-1)
         if write_grad:
             grad = q.sub_(p).mul_(scale)
     elif objective_id == 1:  # reverse KL(q || p): h = q (lq - lp), c = sum h; d/dz_s = (h - q c) / T
@@ -67,10 +77,10 @@ def chunk_loss_and_grad(
         if objective_id in (2, 4):  # jsd(beta) / skew forward KL(alpha): m = beta p + (1 - beta) q
             lm = torch.logaddexp(lp + math.log(beta), lq + math.log1p(-beta))
             if objective_id == 2:
-                term = beta * p * (lp - lm) + (1.0 - beta) * q * (lq - lm)
+                term = beta * p * (lp_safe - lm) + (1.0 - beta) * q * (lq - lm)
                 h = (1.0 - beta) * q * (lq - lm)
             else:
-                term = p * (lp - lm)
+                term = p * (lp_safe - lm)
                 h = -(1.0 - beta) * torch.exp(lq + lp - lm)
         elif objective_id == 3:
             term = 0.5 * (q - p).abs()
@@ -86,13 +96,14 @@ def chunk_loss_and_grad(
         if write_grad:
             c = h.sum(-1, keepdim=True)
             grad = (h - q * c).mul_(scale)
-    if ce_coef != 0.0:
-        log_soft = torch.log_softmax(z_s, dim=-1)
-        safe = labels.clamp_min(0)
-        row_loss = row_loss - ce_coef * log_soft.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+    if log_soft is not None:
+        # labels are validated by kd_loss (in [0, V) or ignore_index); ignored rows have weight 0
+        safe = labels.clamp(0, z_s.shape[1] - 1).unsqueeze(-1)
+        row_loss = row_loss - ce_coef * log_soft.gather(-1, safe).squeeze(-1)
         if write_grad:
-            onehot = F.one_hot(safe, z_s.shape[1]).to(torch.float32)
-            grad = grad + (weight * ce_coef).unsqueeze(-1) * (log_soft.exp() - onehot)
+            ce_scale = (weight * ce_coef).unsqueeze(-1)
+            grad = grad + ce_scale * log_soft.exp()
+            grad = grad.scatter_add(-1, safe, -ce_scale)  # - onehot(label), without a [c, V] one-hot
     return weight * row_loss, grad
 
 
@@ -104,7 +115,7 @@ def chunk_noise(opts: KDOptions, row_start: int, n_rows: int, vocab: int, device
     return opts.noise_sigma * philox_randn(int(opts.noise_seed), rows, vocab)
 
 
-_COMPILED = None
+_COMPILED: dict = {}
 
 
 def _compiled_chunk_loss_and_grad(z_s, z_t, weight, labels, noise, **kw):
@@ -115,14 +126,20 @@ def _compiled_chunk_loss_and_grad(z_s, z_t, weight, labels, noise, **kw):
     after torch._dynamo's recompile limit): the compiled KD step ran 5x slower than eager. The row
     dimension is marked dynamic instead; the vocabulary dimension stays static, so inductor still
     vectorises the inner loop over V with a known trip count. A chunk of 1 row gets its own (second)
-    graph, as torch specialises sizes 0 and 1."""
-    global _COMPILED
-    if _COMPILED is None:
-        _COMPILED = torch.compile(chunk_loss_and_grad, dynamic=False)
+    graph, as torch specialises sizes 0 and 1.
+
+    One compiled function per variant (objective, gradient or not, CE or not, noise or not, dtypes, vocab):
+    a single function shared by every variant would pass dynamo's recompile limit (8) and silently fall
+    back to eager; this way each function holds at most its two row-count graphs."""
+    key = (kw["objective_id"], kw["write_grad"], labels is not None, noise is not None, z_s.dtype, z_t.dtype,
+           z_s.shape[1], z_s.device.type)
+    fn = _COMPILED.get(key)
+    if fn is None:
+        fn = _COMPILED[key] = torch.compile(chunk_loss_and_grad, dynamic=False)
     for t in (z_s, z_t, weight, labels, noise):
         if t is not None:
             torch._dynamo.maybe_mark_dynamic(t, 0)
-    return _COMPILED(z_s, z_t, weight, labels, noise, **kw)
+    return fn(z_s, z_t, weight, labels, noise, **kw)
 
 
 def _elementwise(compile: bool):
@@ -140,35 +157,40 @@ def _kwargs(opts: KDOptions, write_grad: bool) -> dict:
     )
 
 
-def save_precomputed_grads(ctx, d_x, d_w, weight) -> None:
-    """Keep the gradients a fused-linear forward formed (those that were asked for) for backward."""
-    ctx.save_for_backward(*(t for t in (d_x, d_w) if t is not None))
-    ctx.has = (d_x is not None, d_w is not None)
-    ctx.w_shape, ctx.w_dtype = weight.shape, weight.dtype
+def save_precomputed_grads(ctx, d_x, d_w) -> None:
+    """Keep the gradients a fused-linear forward formed (those that were asked for) for backward.
+
+    They are held on ``ctx`` rather than through save_for_backward, so that backward can hand them over
+    and scale them in place without a second [V, H] copy; a second backward through the same graph
+    (retain_graph=True) is therefore refused with a clear error instead of double-scaling."""
+    ctx.kd_grads = (d_x, d_w)
 
 
 def precomputed_grads(ctx, grad_loss):
-    """(d_x, d_w) of :func:`save_precomputed_grads` times the incoming gradient; d_w covers the
-    student's whole vocabulary (columns beyond the shared prefix get zero) in the weight's dtype."""
-    saved = list(ctx.saved_tensors)
-    d_x = d_w = None
-    if ctx.has[0]:
-        d_x = saved.pop(0) * grad_loss
-    if ctx.has[1]:
-        d_w_shared = saved.pop(0).mul_(grad_loss)  # fp32 [V, H]: scale in place, no second copy
-        if tuple(d_w_shared.shape) == tuple(ctx.w_shape) and d_w_shared.dtype == ctx.w_dtype:
-            d_w = d_w_shared
-        else:
-            d_w = torch.zeros(ctx.w_shape, dtype=ctx.w_dtype, device=d_w_shared.device)
-            d_w[: d_w_shared.shape[0]] = d_w_shared.to(ctx.w_dtype)
-    return d_x, d_w
+    """(d_x, d_w) of :func:`save_precomputed_grads` times the incoming scalar gradient (in place: the
+    tensors belong to this backward alone)."""
+    grads = getattr(ctx, "kd_grads", None)
+    if grads is None:
+        raise KdlensError(
+            "kd_loss's fused/chunked gradient was already used: backward through the same KD loss twice "
+            "(retain_graph=True) is not supported; recompute the loss instead"
+        )
+    ctx.kd_grads = None
+    return tuple(None if g is None else g.mul_(grad_loss.to(g.dtype)) for g in grads)
+
+
+def _bytes_per_element(x: torch.Tensor, compile: bool) -> int:
+    """Workspace bytes per [c, V] element that size a chunk: eager torch keeps about 6 live fp32 [c, V]
+    tensors; inductor fuses them into about 3 (the logits, the gradient and one temporary)."""
+    return 12 if (compile and x.is_cuda) else 24
 
 
 class ChunkedLinearKD(torch.autograd.Function):
     """loss = KD over hidden states and lm_head weights, chunked; backward returns dX and dW formed in forward."""
 
     @staticmethod
-    def forward(ctx, x_s, w_s, x_t, w_t, row_weight, labels, opts: KDOptions, chunk_bytes: int, compile: bool):
+    def forward(ctx, x_s, w_s, x_t, w_t, row_weight, labels, opts: KDOptions, chunk_bytes: int, compile: bool,
+                compute_dtype, dw_in_weight_dtype: bool):
         need_dx, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         fn = _elementwise(compile)
         kw = _kwargs(opts, need_dx or need_dw)
@@ -178,18 +200,18 @@ class ChunkedLinearKD(torch.autograd.Function):
             return fn(z_s, z_t, weight, labels_c, noise, **kw)
 
         vocab = min(w_s.shape[0], w_t.shape[0])
-        # the torch path keeps about 6 live fp32 [c, V] tensors when eager, fewer when compiled
-        rows = chunk_rows_for(x_s.shape[0], vocab, chunk_bytes, bytes_per_element=24)
+        rows = chunk_rows_for(x_s.shape[0], vocab, chunk_bytes, bytes_per_element=_bytes_per_element(x_s, compile))
         loss, d_x, d_w = linear_kd_chunks(
             x_s, w_s, x_t, w_t, row_weight, labels, rows_fn, chunk_rows=rows,
             row_offset=opts.noise_row_offset, need_dx=need_dx, need_dw=need_dw, pad_last_chunk=compile,
+            compute_dtype=compute_dtype, dw_in_weight_dtype=dw_in_weight_dtype,
         )
-        save_precomputed_grads(ctx, d_x, d_w, w_s)
+        save_precomputed_grads(ctx, d_x, d_w)
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss):
-        return (*precomputed_grads(ctx, grad_loss), None, None, None, None, None, None, None)
+        return (*precomputed_grads(ctx, grad_loss), None, None, None, None, None, None, None, None, None)
 
 
 class ChunkedLogitsKD(torch.autograd.Function):
@@ -202,8 +224,10 @@ class ChunkedLogitsKD(torch.autograd.Function):
         vocab = min(z_s.shape[1], z_t.shape[1])
         fn = _elementwise(compile)
         kw = _kwargs(opts, need_grad)
-        rows = chunk_rows_for(n, vocab, chunk_bytes, bytes_per_element=24)
-        grad = torch.zeros_like(z_s) if need_grad else None
+        rows = chunk_rows_for(n, vocab, chunk_bytes, bytes_per_element=_bytes_per_element(z_s, compile))
+        grad = torch.empty_like(z_s) if need_grad else None
+        if grad is not None and vocab < z_s.shape[1]:
+            grad[:, vocab:] = 0
         loss = torch.zeros((), dtype=torch.float32, device=z_s.device)
         for start in range(0, n, rows):
             end = min(start + rows, n)

@@ -15,7 +15,11 @@ from kdlens.errors import KdlensError
 from kdlens.losses.options import IMPLEMENTATIONS, KDOptions, row_weights, valid_mask
 
 DEFAULT_CHUNK_BYTES_CPU = 128 * 2**20
-DEFAULT_CHUNK_BYTES_CUDA = 1024 * 2**20
+# 1024-row chunks at V = 151936 on CUDA: two fp32 [c, V] logit workspaces + a ring of two bf16 gradient chunks
+DEFAULT_CHUNK_BYTES_CUDA = 1792 * 2**20
+# dw_accumulation="weight_dtype" is the memory-lean mode: 768-row chunks at V = 151936 (1.3 GiB of workspace)
+DEFAULT_CHUNK_BYTES_CUDA_LEAN = 1536 * 2**20
+DW_ACCUMULATIONS = ("fp32", "weight_dtype")
 
 
 def kd_loss(
@@ -43,6 +47,8 @@ def kd_loss(
     implementation: str = "auto",
     chunk_bytes: int | None = None,
     compile: bool = True,
+    compute_dtype: torch.dtype | None = None,
+    dw_accumulation: str = "fp32",
 ) -> torch.Tensor:
     """Knowledge-distillation loss between student and teacher next-token distributions (scalar, with autograd).
 
@@ -72,8 +78,21 @@ def kd_loss(
       scale_by_t2=True, masked by attention_mask; GKD = jsd, beta=0.5, temperature=1, labels with -100,
       reduction="token_mean".
     ``implementation``: "reference" | "chunked" | "triton" | "auto" (triton on CUDA, chunked otherwise).
-    ``chunk_bytes``: workspace budget per chunk (default 1 GiB on CUDA, 128 MiB on CPU).
+    ``chunk_bytes``: workspace budget per chunk (default 1.75 GiB on CUDA, i.e. 1024 rows at V = 151936;
+      128 MiB on CPU).
     ``compile``: torch.compile the chunked path's element-wise step (False runs the same code eagerly).
+    ``compute_dtype``: dtype of the lm_head GEMM operands in the hidden form (e.g. torch.bfloat16 when
+      training fp32 master weights under bf16 autocast; None keeps the inputs' dtype). Products always
+      accumulate in fp32, and dX / dW come back in the inputs' own dtypes (dW accumulated in fp32).
+    ``dw_accumulation`` (hidden form, chunked/triton): "fp32" sums the lm_head gradient over chunks in an
+      fp32 [V, H] buffer (exact; for bf16 weights it costs the bf16 dW plus 2 bytes per element more);
+      "weight_dtype" adds each chunk group's fp32-accumulated product into dW in the weight's own dtype
+      (bf16 weights: one rounding per dW GEMM, 6 of them at N = 8192 with the default 768-row chunks;
+      the bf16 dW's memory only, and a 1.5 GiB default workspace), like Liger-Kernel's default.
+    Labels must lie in [0, V) (V the shared vocabulary) or equal ignore_index; anything else is an error
+      (one host sync; skipped while torch.compile traces or a CUDA graph is captured).
+    A teacher logit of -inf (probability 0, e.g. a masked vocabulary entry) gives finite losses and
+    gradients wherever the divergence is finite (forward KL, JSD, TVD, skew forward KL).
     """
     if implementation not in IMPLEMENTATIONS:
         raise KdlensError(f"unknown implementation {implementation!r}; choose one of {', '.join(IMPLEMENTATIONS)}")
@@ -118,6 +137,17 @@ def kd_loss(
         raise KdlensError(f"labels shape {tuple(labels.shape)} does not match the positions {batch_shape}")
     if attention_mask is not None and tuple(attention_mask.shape) != batch_shape:
         raise KdlensError(f"attention_mask shape {tuple(attention_mask.shape)} does not match the positions {batch_shape}")
+    if dw_accumulation not in DW_ACCUMULATIONS:
+        raise KdlensError(f"dw_accumulation must be one of {', '.join(DW_ACCUMULATIONS)}, got {dw_accumulation!r}")
+    if compute_dtype is not None and compute_dtype not in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+        raise KdlensError(
+            f"compute_dtype must be a floating dtype (torch.bfloat16, float16, float32), got {compute_dtype}")
+    if labels is not None:
+        if logits_form:
+            shared_vocab = min(student_logits.shape[-1], teacher_logits.shape[-1])
+        else:
+            shared_vocab = min(student_weight.shape[0], teacher_weight.shape[0])
+        check_labels(labels, shared_vocab, int(ignore_index))
     if reduction == "normalizer" and normalizer is None:
         raise KdlensError("reduction='normalizer' needs normalizer=<count of valid tokens in the accumulated batch>")
 
@@ -130,17 +160,25 @@ def kd_loss(
 
         if hidden_form:
             compute = torch.float64 if student_hidden.dtype == torch.float64 else torch.float32
-            student_logits = student_hidden.to(compute) @ student_weight.to(compute).t()
+            rnd = (lambda t: _round_to(t, compute_dtype).to(compute))  # noqa: E731
+            student_logits = rnd(student_hidden) @ rnd(student_weight).t()
             with torch.no_grad():
-                teacher_logits = teacher_hidden.to(compute) @ teacher_weight.to(compute).t()
+                teacher_logits = rnd(teacher_hidden) @ rnd(teacher_weight).t()
         return reference_kd_loss(student_logits, teacher_logits, opts, labels, attention_mask, normalizer)
 
     valid = valid_mask(batch_shape, labels, attention_mask, opts.ignore_index, device)
     weight = row_weights(valid, reduction, normalizer)
     flat_labels = labels.reshape(-1).to(device=device, dtype=torch.int64) if opts.has_ce else None
+    lean = dw_accumulation == "weight_dtype"
     if chunk_bytes is None:
-        chunk_bytes = DEFAULT_CHUNK_BYTES_CUDA if device.type == "cuda" else DEFAULT_CHUNK_BYTES_CPU
+        if device.type != "cuda":
+            chunk_bytes = DEFAULT_CHUNK_BYTES_CPU
+        else:
+            chunk_bytes = DEFAULT_CHUNK_BYTES_CUDA_LEAN if lean else DEFAULT_CHUNK_BYTES_CUDA
 
+    if not torch.is_grad_enabled():  # needs_input_grad ignores grad mode: detach, so no gradient is formed
+        student_logits, student_hidden, student_weight = (
+            None if t is None else t.detach() for t in (student_logits, student_hidden, student_weight))
     if logits_form:
         z_s = student_logits.reshape(-1, student_logits.shape[-1])
         z_t = teacher_logits.detach().reshape(-1, teacher_logits.shape[-1])
@@ -160,7 +198,35 @@ def kd_loss(
     if impl == "triton":
         from kdlens.losses.autograd import TritonFusedLinearKD
 
-        return TritonFusedLinearKD.apply(x_s, student_weight, x_t, w_t, weight, flat_labels, opts, int(chunk_bytes))
+        return TritonFusedLinearKD.apply(x_s, student_weight, x_t, w_t, weight, flat_labels, opts, int(chunk_bytes),
+                                         compute_dtype, lean)
     from kdlens.losses.chunked import ChunkedLinearKD
 
-    return ChunkedLinearKD.apply(x_s, student_weight, x_t, w_t, weight, flat_labels, opts, int(chunk_bytes), bool(compile))
+    return ChunkedLinearKD.apply(x_s, student_weight, x_t, w_t, weight, flat_labels, opts, int(chunk_bytes),
+                                 bool(compile), compute_dtype, lean)
+
+
+def _round_to(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """``t`` rounded to ``dtype`` in value, kept in its own dtype, with an identity gradient (the GEMM
+    operands of ``compute_dtype`` as the reference sees them)."""
+    if dtype is None or dtype == t.dtype:
+        return t
+    return t + (t.detach().to(dtype).to(t.dtype) - t.detach())
+
+
+def check_labels(labels: torch.Tensor, vocab: int, ignore_index: int) -> None:
+    """Raise a KdlensError unless every label is ignore_index or in [0, vocab) (one host sync; skipped while
+    torch.compile traces or a CUDA graph is being captured, where a sync is not allowed)."""
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise KdlensError(f"labels must be an integer tensor, got {labels.dtype}")
+    if labels.numel() == 0 or torch.compiler.is_compiling():
+        return
+    if labels.is_cuda and torch.cuda.is_current_stream_capturing():
+        return
+    bad = (labels != ignore_index) & ((labels < 0) | (labels >= vocab))
+    if bool(bad.any()):
+        first = labels[bad][0].item()
+        raise KdlensError(
+            f"labels must be in [0, {vocab}) (the shared vocabulary) or ignore_index={ignore_index}; "
+            f"found {first} ({int(bad.sum())} bad labels)"
+        )

@@ -52,10 +52,16 @@ def _log_probs(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tempe
     return log_q, log_p
 
 
+def _p_log(log_p: torch.Tensor, log_x: torch.Tensor) -> torch.Tensor:
+    """p * (log p - log x) elementwise, 0 where p = 0 (a teacher logit of -inf), as scipy's rel_entr."""
+    p = log_p.exp()
+    return p * (torch.where(p > 0, log_p, torch.zeros_like(log_p)) - log_x)
+
+
 def forward_kl(student_logits, teacher_logits, temperature: float = 1.0) -> torch.Tensor:
     """KL(p_teacher || q_student) per position: sum_v p (log p - log q). Shapes [..., V] -> [...]."""
     log_q, log_p = _log_probs(student_logits, teacher_logits, temperature)
-    return (log_p.exp() * (log_p - log_q)).sum(-1)
+    return _p_log(log_p, log_q).sum(-1)
 
 
 def reverse_kl(student_logits, teacher_logits, temperature: float = 1.0) -> torch.Tensor:
@@ -69,7 +75,7 @@ def jsd(student_logits, teacher_logits, beta: float = 0.5, temperature: float = 
     log_q, log_p = _log_probs(student_logits, teacher_logits, temperature)
     b = torch.tensor(beta, dtype=log_q.dtype, device=log_q.device)
     log_m = torch.logsumexp(torch.stack([log_p + torch.log(b), log_q + torch.log1p(-b)]), dim=0)
-    kl_p_m = (log_p.exp() * (log_p - log_m)).sum(-1)
+    kl_p_m = _p_log(log_p, log_m).sum(-1)
     kl_q_m = (log_q.exp() * (log_q - log_m)).sum(-1)
     return beta * kl_p_m + (1.0 - beta) * kl_q_m
 
@@ -85,7 +91,7 @@ def skew_forward_kl(student_logits, teacher_logits, alpha: float = 0.1, temperat
     log_q, log_p = _log_probs(student_logits, teacher_logits, temperature)
     a = torch.tensor(alpha, dtype=log_q.dtype, device=log_q.device)
     log_m = torch.logsumexp(torch.stack([log_p + torch.log(a), log_q + torch.log1p(-a)]), dim=0)
-    return (log_p.exp() * (log_p - log_m)).sum(-1)
+    return _p_log(log_p, log_m).sum(-1)
 
 
 def skew_reverse_kl(student_logits, teacher_logits, alpha: float = 0.1, temperature: float = 1.0) -> torch.Tensor:

@@ -80,7 +80,8 @@ class TrainConfig:
     seed: int = option(6, help="seed of data order, init, dropout, noise and sampling", range=(0, 2**31 - 1))
     # runtime
     compile: bool = option(False, help="torch.compile the student forward + loss step")
-    bf16: str = option("auto", help="bf16 autocast: auto (on CUDA), on, off", choices=("auto", "on", "off"))
+    bf16: str = option("auto", help="bf16 autocast and bf16 lm_head GEMMs in the KD loss: auto (on CUDA), on, off",
+                       choices=("auto", "on", "off"))
     device: str = option("auto", help="auto, cpu, cuda, cuda:N")
     distributed: str = option("auto", help="auto (DDP under torchrun), ddp, fsdp, none",
                               choices=("auto", "ddp", "fsdp", "none"))
