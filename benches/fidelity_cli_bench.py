@@ -12,6 +12,17 @@ peak RSS grows (it should stay flat). Re-run on a quiet machine with:
     python benches/fidelity_cli_bench.py --pairs 100000 1000000 --shuffled
 
 Rows go to benches/results/fidelity_cli.csv (with the 1-minute load average at the start).
+
+``--engine`` picks what runs in the child on the same inputs (column ``engine``):
+- ``kdlens`` (default): ``kdlens fidelity`` end to end (key checks, join, scoring, writing);
+- ``polars-join``: the join alone with Polars streaming, ``scan_parquet`` x2 -> ``join(on=(task,
+  id), maintain_order="left")`` -> ``sink_parquet`` (no scoring), to compare its peak RSS with the
+  hand-written hash-partition join's bound;
+- ``raw``: the scoring floor: both files read whole into memory, then only ``sentence_bleu`` +
+  ``agreement_per_item`` on those columns (pairs/s over the scoring calls alone).
+
+    python benches/fidelity_cli_bench.py --pairs 200000 --engine raw
+    python benches/fidelity_cli_bench.py --pairs 1000000 --shuffled --engine polars-join
 """
 
 from __future__ import annotations
@@ -73,8 +84,38 @@ def run_cli(cmd: list[str]) -> tuple[float, float, str]:
         err.seek(0)
         text = err.read()
     if proc.returncode:
-        raise SystemExit(f"kdlens fidelity failed ({proc.returncode}):\n{text}")
+        raise SystemExit(f"{cmd[1:3]} failed ({proc.returncode}):\n{text}")
     return wall, usage.ru_maxrss / 1024, text
+
+
+POLARS_JOIN = """
+import sys, polars as pl
+t, s, out = sys.argv[1:4]
+key = ["task", "id"]
+(pl.scan_parquet(t).join(pl.scan_parquet(s), on=key, how="inner", suffix="_student",
+                         maintain_order="left")
+ .sink_parquet(out))
+"""
+
+RAW_SCORING = """
+import sys, time, pyarrow.parquet as pq
+from kdlens.metrics import agreement_per_item, sentence_bleu
+t, s = pq.read_table(sys.argv[1]), pq.read_table(sys.argv[2])
+t0 = time.perf_counter()
+sentence_bleu(s.column("output"), t.column("output"))
+agreement_per_item(t.column("output"), s.column("output"), "gsm8k")  # demo pairs: number-rule tasks
+print(f"SCORING_S {time.perf_counter() - t0}", file=sys.stderr)
+"""
+
+
+def child_command(engine: str, t_path: Path, s_path: Path, out: Path, batch_rows: int) -> list[str]:
+    if engine == "kdlens":
+        return [sys.executable, "-m", "kdlens.cli", "fidelity", str(t_path), str(s_path), "-o",
+                str(out), "--batch-rows", str(batch_rows), "--no-progress"]
+    if engine == "polars-join":
+        out.mkdir(parents=True, exist_ok=True)
+        return [sys.executable, "-c", POLARS_JOIN, str(t_path), str(s_path), str(out / "joined.parquet")]
+    return [sys.executable, "-c", RAW_SCORING, str(t_path), str(s_path)]
 
 
 def main() -> None:
@@ -84,6 +125,7 @@ def main() -> None:
     ap.add_argument("--unique-texts", type=int, default=20_000, help="distinct generated pairs")
     ap.add_argument("--shuffled", action="store_true", help="student rows in another order")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--engine", choices=("kdlens", "polars-join", "raw"), default="kdlens")
     ap.add_argument("--write-only", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.write_only:  # child process: write the inputs and exit
@@ -99,11 +141,12 @@ def main() -> None:
                            + (["--shuffled"] if args.shuffled else []), check=True)
             t_path, s_path = tmp / "teacher.parquet", tmp / "student.parquet"
             load = os.getloadavg()[0]
-            cmd = [sys.executable, "-m", "kdlens.cli", "fidelity", str(t_path), str(s_path), "-o",
-                   str(tmp / "out"), "--batch-rows", str(args.batch_rows), "--no-progress"]
-            wall, peak_mb, _ = run_cli(cmd)
+            cmd = child_command(args.engine, t_path, s_path, tmp / "out", args.batch_rows)
+            wall, peak_mb, err = run_cli(cmd)
+            if args.engine == "raw":  # pairs/s of the scoring calls alone, not of reading the files
+                wall = float(err.split("SCORING_S")[1].split()[0])
             input_mb = (t_path.stat().st_size + s_path.stat().st_size) / 2**20
-        record("fidelity_cli", [{"pairs": n, "batch_rows": args.batch_rows,
+        record("fidelity_cli", [{"engine": args.engine, "pairs": n, "batch_rows": args.batch_rows,
                                  "student_order": "shuffled" if args.shuffled else "aligned",
                                  "wall_s": round(wall, 2), "pairs_per_s": round(n / wall),
                                  "peak_rss_mb": round(peak_mb, 1), "unique_texts": args.unique_texts,

@@ -4,8 +4,8 @@ The paper's evaluation calls ``model.generate`` on one prompt at a time (LLM-Ada
 kdlens batches left-padded prompts with a KV cache and drops finished rows. This script times, on
 the same model and prompts (the synthetic task's Alpaca prompts), greedy decoding with
 - ``paper_loop_b1``: ``model.generate`` per prompt (the paper's loop),
-- ``kdlens_b1``: kdlens.generate with batch size 1 (the loop without batching),
-- ``kdlens_bN``: kdlens.generate with batch size N (default 16),
+- ``kdlens_b1``: kdlens.eval.decode with batch size 1 (the loop without batching),
+- ``kdlens_bN``: kdlens.eval.decode with batch size N (default 16),
 asserts that every mode produced exactly the same token ids (greedy results must not depend on the
 batch size), and appends rows (generated tokens/s, speed-up over the paper's loop) to
 benches/results/generate_throughput.csv.
@@ -72,7 +72,7 @@ def paper_loop(model, tok, prompts, max_new_tokens, device):
 
 
 def kdlens_loop(model, tok, prompts, max_new_tokens, batch_size):
-    from kdlens.generate import Decoding, generate
+    from kdlens.eval.decode import Decoding, generate
 
     dec = Decoding(max_new_tokens=max_new_tokens, batch_size=batch_size, stop_strings=())
     return [g.token_ids for g in generate(model, tok, prompts, dec, eos_token_ids=[tok.eos_token_id])]

@@ -1,7 +1,7 @@
 """kdlens: run and analyse knowledge-distillation studies of language models, fast.
 
 Stages (each a module, each usable alone): ``kdlens.losses`` (KD divergences: reference, chunked,
-Triton), ``kdlens.train``, ``kdlens.evaluate``, ``kdlens.metrics`` (Rust BLEU fidelity and answer
+Triton), ``kdlens.train``, ``kdlens.eval``, ``kdlens.metrics`` (Rust BLEU fidelity and answer
 agreement), ``kdlens.stats`` and ``kdlens.report``, ``kdlens.study`` (the whole grid).
 Heavy dependencies (torch, transformers) are imported by the stages that need them, never here.
 """

@@ -1,4 +1,4 @@
-"""kdlens.evaluate end to end on a tiny random model: tables, resume after a kill, CLI, compare."""
+"""kdlens.eval.run end to end on a tiny random model: tables, resume after a kill, CLI, compare."""
 
 import json
 
@@ -11,9 +11,12 @@ from eval_fixtures import write_instruct_dir, write_llm_adapters_dir
 from kdlens.cli import main
 from kdlens.data.prompts import ALPACA
 from kdlens.errors import KdlensError
-from kdlens.evaluate import GENERATIONS, compare, evaluate, score_task
-from kdlens.generate import PARTS_DIR, Decoding
-from kdlens.tasks import get_task
+from kdlens.eval.decode import Decoding
+from kdlens.eval.resume import PARTS_DIR
+from kdlens.eval.run import evaluate
+from kdlens.eval.score import score_task
+from kdlens.eval.tasks import get_task
+from kdlens.metrics.pairs import GENERATIONS, compare
 
 DEC = Decoding(max_new_tokens=10, batch_size=4)
 

@@ -1,16 +1,17 @@
-"""Batched generation (kdlens.generate) against plain transformers/PyTorch references.
+"""Batched generation (kdlens.eval.decode) against plain transformers/PyTorch references.
 
 References: ``model.generate`` one prompt at a time (greedy), a cache-free loop that re-runs the
-full sequence each step and samples with ``torch.multinomial`` (sampling), and transformers'
-TopK/TopP logits warpers (filtering).
+full sequence each step and samples with ``torch.multinomial`` (sampling), and
+the definitions of top-k and nucleus filtering in numpy (filtering; the code uses transformers' warpers).
 """
 
+import numpy as np
 import pytest
 import torch
 
 from eval_fixtures import PROMPTS
 from kdlens.errors import KdlensError
-from kdlens.generate import Decoding, filter_logits, generate, item_seed
+from kdlens.eval.decode import Decoding, filter_logits, generate, item_seed
 
 NEW = 24
 
@@ -85,16 +86,42 @@ def test_sampling_reproducible_per_seed_and_batch_size(tiny_lm):
     assert run(7, 4) != first
 
 
-def test_filter_logits_matches_transformers_warpers():
-    from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
+def _reference_filter(row, top_k, top_p):
+    """Top-k then nucleus on one row, from their definitions (numpy float64, plain loop): keep the
+    tokens at least as large as the k-th largest; then, from the least likely up, drop tokens while
+    the dropped mass stays <= 1 - top_p, never the most likely one."""
+    row = np.asarray(row, dtype=np.float64)
+    keep = np.ones(row.size, dtype=bool)
+    if top_k:
+        keep &= row >= np.sort(row)[-top_k]
+    if top_p < 1.0:
+        z = np.where(keep, row, -np.inf)
+        probs = np.exp(z - z.max())
+        probs /= probs.sum()
+        dropped = 0.0
+        for j in np.argsort(probs)[:-1]:
+            dropped += probs[j]
+            if dropped > 1.0 - top_p:
+                break
+            keep[j] = False
+    return keep
 
+
+def test_filter_logits_keeps_the_top_k_and_the_nucleus():
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(5, 97, generator=gen) * 3
-    logits[0, :5] = 10.0  # ties at the top
+    tied = logits.clone()
+    tied[0, :5] = 10.0  # ties at the top: top-k keeps every tied token
     for k in (1, 5, 50, 97):
-        assert torch.equal(filter_logits(logits, top_k=k), TopKLogitsWarper(k)(None, logits.clone()))
-    for p in (0.05, 0.5, 0.9, 0.999):
-        assert torch.equal(filter_logits(logits, top_p=p), TopPLogitsWarper(p)(None, logits.clone()))
+        out = filter_logits(tied, top_k=k)
+        for r in range(tied.shape[0]):
+            keep = _reference_filter(tied[r].numpy(), k, 1.0)
+            assert np.array_equal(torch.isfinite(out[r]).numpy(), keep)
+            assert torch.equal(out[r][torch.isfinite(out[r])], tied[r][torch.from_numpy(keep)])
+    for k, p in ((0, 0.05), (0, 0.5), (0, 0.9), (0, 0.999), (20, 0.9)):
+        out = filter_logits(logits, top_k=k, top_p=p)
+        for r in range(logits.shape[0]):
+            assert np.array_equal(torch.isfinite(out[r]).numpy(), _reference_filter(logits[r].numpy(), k, p)), (k, p, r)
     assert torch.equal(filter_logits(logits), logits)
 
 
@@ -155,7 +182,7 @@ def test_lora_adapter_model_generates_like_merged_weights(tiny_lm, tmp_path):
     assert with_adapter == [_hf_greedy(merged, tok, p, 12) for p in PROMPTS[:8]]
     assert with_adapter != [g.token_ids for g in generate(model, tok, PROMPTS[:8], dec, eos_token_ids=[])]
     # The same adapter through evaluate(): loaded from folders, named after the adapter folder.
-    from kdlens.evaluate import evaluate
+    from kdlens.eval.run import evaluate
 
     res = evaluate(str(folder), "synthetic", tmp_path / "eval", adapter=tmp_path / "adapter",
                    decoding=Decoding(max_new_tokens=12, batch_size=2),

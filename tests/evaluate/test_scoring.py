@@ -1,7 +1,7 @@
 """Scoring against a plain-Python transcription of the paper's rules (paper.md section 5).
 
 The transcription below follows LLM-Adapters' evaluate.py / commonsense_evaluate.py line by line;
-kdlens.evaluate.score_task (which calls kdlens.answers, the Rust implementation shared with the
+kdlens.eval.score.score_task (which calls kdlens.metrics.answers, the Rust implementation shared with the
 agreement metric) must agree with it on every edge case. ROUGE-L is checked against rouge-score
 and a hand-computed longest common subsequence.
 """
@@ -10,8 +10,8 @@ import re
 
 import pytest
 
-from kdlens.evaluate import rouge_l, score_task, summarize
-from kdlens.tasks import get_task
+from kdlens.eval.score import rouge_l, score_task, summarize
+from kdlens.eval.tasks import get_task
 
 LABELS = {
     "aqua": ["A", "B", "C", "D", "E"],

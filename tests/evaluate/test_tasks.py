@@ -7,7 +7,7 @@ import pytest
 from eval_fixtures import (COMMONSENSE_RECORDS, INSTRUCT_RECORDS, MATH_RECORDS, write_instruct_dir,
                       write_llm_adapters_dir)
 from kdlens.errors import KdlensError
-from kdlens.tasks import get_task, list_tasks, resolve_tasks
+from kdlens.eval.tasks import get_task, list_tasks, resolve_tasks
 
 PAPER_SIZES = {"gsm8k": 1319, "svamp": 1000, "multiarith": 600, "singleeq": 508, "addsub": 395,
                "aqua": 254, "boolq": 3270, "piqa": 1838, "siqa": 1954, "hellaswag": 10042,
@@ -26,9 +26,19 @@ def test_registry_holds_the_papers_tasks_with_sizes_and_rules():
     assert len(list_tasks("commonsense")) == 8 and len(list_tasks("instruct")) == 5
     for name, size in PAPER_SIZES.items():
         task = get_task(name)
-        assert task.paper_size == size and task.rule == name and task.metric == "accuracy"
+        assert task.paper_size == size and task.metric == "accuracy"
+        # the paper's rule per task (paper.md section 5): last number for math, AQuA's first
+        # letter, the first of the task's own labels for commonsense
+        expected = {"aqua": ("first_match", ("A", "B", "C", "D", "E")),
+                    "boolq": ("first_match", ("true", "false")),
+                    "piqa": ("first_match", ("solution1", "solution2")),
+                    "hellaswag": ("first_match", ("ending1", "ending2", "ending3", "ending4")),
+                    "winogrande": ("first_match", ("option1", "option2"))}.get(
+            name, ("first_match", tuple(f"answer{i}" for i in range(1, 6)))
+            if task.family == "commonsense" else ("last_number", ()))
+        assert (task.rule.kind, task.rule.labels) == expected, name
     assert all(t.metric == "rouge_l" and t.rule is None for t in list_tasks("instruct"))
-    assert get_task("synthetic").rule == "synthetic"
+    assert get_task("synthetic").rule == get_task("gsm8k").rule
 
 
 @pytest.mark.parametrize("alias,name", [("ARC-Easy", "arc_easy"), ("social_i_qa", "siqa"),

@@ -116,7 +116,7 @@ def test_training_kd_term_hands_bf16_operands_to_the_gemm_when_bf16_is_on(bf16, 
     """On CUDA the operands arrive as bf16 tensors; the CPU path upcasts them once after the cast, so
     here the check is on their values: bf16-representable exactly when bf16 is on."""
     from kdlens.train.config import TrainConfig
-    from kdlens.train.loop import kd_term
+    from kdlens.train.step import kd_term
 
     seen = []
     real = fl.gemm_f32

@@ -13,7 +13,8 @@ import pytest
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
-from kdlens import answers, metrics  # noqa: E402
+from kdlens import metrics  # noqa: E402
+from kdlens.metrics import answers  # noqa: E402
 from kdlens.errors import KdlensError  # noqa: E402
 
 PATTERNS = {

@@ -106,7 +106,7 @@ def test_bad_inputs_get_clear_errors(tmp_path, capsys):
 
 @pytest.fixture
 def small_partitions(monkeypatch):
-    from kdlens import fidelity
+    from kdlens.metrics import stream as fidelity
 
     monkeypatch.setattr(fidelity, "KEY_PARTITION_ROWS", 37)  # 900 keys -> 25 key partitions
     monkeypatch.setattr(fidelity, "PARTITION_BYTES", 30_000)  # texts -> dozens of partitions

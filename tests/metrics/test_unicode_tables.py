@@ -6,10 +6,8 @@ The tables in rust/src/unicode_tables.rs were generated from a Python with a giv
 on a Python with another version these comparisons cannot hold, and the tests say so.
 """
 
-import sys
 import unicodedata
 
-import numpy as np
 import pytest
 
 regex = pytest.importorskip("regex")

@@ -119,7 +119,7 @@ def test_bad_generation_files_are_one_line_errors(tmp_path, capsys, name, edit, 
 
 def test_a_text_over_the_size_limit_is_refused_naming_the_row(tmp_path, capsys, monkeypatch):
     """F34/item 6: one 50 MB output needed 6.4 GB to score; texts over MAX_TEXT_BYTES are refused."""
-    import kdlens.fidelity as fid
+    import kdlens.metrics.stream as fid
 
     t, s, _ = _inputs(tmp_path)
     records = [json.loads(x) for x in _lines(s)]

@@ -19,8 +19,8 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from kdlens.evaluate import compare, comparison_markdown
     from kdlens.io import output_set, write_table_atomic, write_text_atomic
+    from kdlens.metrics.pairs import compare, comparison_markdown
 
     table = compare(args.teacher_dir, args.student_dir)
     text = comparison_markdown(table)

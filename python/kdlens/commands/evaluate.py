@@ -55,13 +55,13 @@ def add_arguments(parser) -> None:
 
 
 def _list_tasks() -> str:
-    from kdlens.tasks import list_tasks
+    from kdlens.eval.tasks import list_tasks
+    from kdlens.markdown import markdown_table
 
-    lines = ["| task | family | metric | paper size | data folder | extraction |", "|---|---|---|---:|---|---|"]
-    for t in list_tasks():
-        folder = (t.folders or (t.name,))[0]
-        lines.append(f"| {t.name} | {t.family} | {t.metric} | {t.paper_size or '-'} | {folder} | {t.description} |")
-    return "\n".join(lines)
+    rows = [[t.name, t.family, t.metric, t.paper_size or "-", (t.folders or (t.name,))[0], t.description]
+            for t in list_tasks()]
+    return markdown_table(["task", "family", "metric", "paper size", "data folder", "extraction"], rows,
+                          right=(3,))
 
 
 def _parse_value(text: str):
@@ -83,8 +83,8 @@ def run(args) -> int:
         raise KdlensError("--model is required (a model folder or hub id)")
     if not args.out:
         raise KdlensError("-o/--out is required: the folder for generations.parquet and results")
-    from kdlens.evaluate import evaluate
-    from kdlens.generate import PAPER_DECODING, Decoding
+    from kdlens.eval.run import evaluate
+    from kdlens.eval.decode import PAPER_DECODING, Decoding
 
     try:
         seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
@@ -102,7 +102,7 @@ def run(args) -> int:
         if "." not in key:
             raise KdlensError(f"--task-option needs TASK.KEY=VALUE, got {key}={value}")
         task, opt = key.split(".", 1)
-        from kdlens.tasks import get_task
+        from kdlens.eval.tasks import get_task
 
         options.setdefault(get_task(task).name, {})[opt] = _parse_value(value)
     tokenizer = None

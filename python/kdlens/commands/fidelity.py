@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from kdlens.errors import KdlensError
-    from kdlens.fidelity import score_files
+    from kdlens.metrics.stream import score_files
 
     if args.demo:
         if args.teacher or args.student:

@@ -2,8 +2,8 @@
 
 An example is ``prompt + output + EOS`` tokenised and truncated to ``max_length``; its labels are
 the input ids (the paper's train_on_inputs=True) or -100 over the prompt. Batches are right-padded
-with the pad id; padded positions get attention 0 and label -100. :func:`valid_token_count` is the
-number of positions a loss counts, the normaliser of the global-token loss reduction.
+with the pad id; padded positions get attention 0 and label -100. The token counts the loss is
+normalised by are :func:`kdlens.train.step.step_token_counts`.
 
 Tests: ``python -m pytest tests/train/test_collate.py -q``.
 """
@@ -76,12 +76,3 @@ def shifted_labels(labels):
     out = torch.full_like(labels, IGNORE_INDEX)
     out[:, :-1] = labels[:, 1:]
     return out
-
-
-def valid_token_count(batch, *, kind: str) -> int:
-    """Positions a loss counts: ``ce`` = shifted labels != -100; ``kd`` = attention mask & labels != -100."""
-    if kind == "ce":
-        return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
-    if kind == "kd":
-        return int(((batch["labels"] != IGNORE_INDEX) & (batch["attention_mask"] != 0)).sum())
-    raise KdlensError(f"unknown token-count kind {kind!r}")

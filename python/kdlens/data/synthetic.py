@@ -300,7 +300,7 @@ def answer_of(text: str) -> float | None:
 
     None when there is no number.
 
-    A convenience for quick checks on this task; kdlens.answers is the product's implementation.
+    A convenience for quick checks on this task; kdlens.metrics.answers is the product's implementation.
     """
     import re
 

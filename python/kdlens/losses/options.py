@@ -15,17 +15,10 @@ from dataclasses import dataclass
 import torch
 
 from kdlens.errors import KdlensError
+from kdlens.objectives import KERNEL_IDS
 
-# Objective name -> integer id used as a tl.constexpr in the Triton kernel (keep in sync with kd_logits.py).
-OBJECTIVES = {
-    "forward_kl": 0,
-    "reverse_kl": 1,
-    "jsd": 2,
-    "tvd": 3,
-    "skew_forward_kl": 4,
-    "skew_reverse_kl": 5,
-    "symmetric_kl": 6,
-}
+# Objective name -> integer id used as a tl.constexpr in the Triton kernel (from kdlens.objectives).
+OBJECTIVES = KERNEL_IDS
 REDUCTIONS = ("paper_sequence_mean", "token_mean", "sum", "normalizer")
 IMPLEMENTATIONS = ("reference", "chunked", "triton", "auto")
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from kdlens.markdown import markdown_table
 from kdlens.stats.schema import AVERAGE_TASK, task_display, task_order
 from kdlens.stats.units import UNIT_DESCRIPTION
 
@@ -63,13 +64,7 @@ class Table:
     notes: list[str] = field(default_factory=list)
 
     def to_markdown(self) -> str:
-        def esc(cell: str) -> str:
-            return str(cell).replace("|", "\\|")
-
-        lines = [f"**{self.title}**", ""]
-        lines.append("| " + " | ".join(esc(h) for h in self.header) + " |")
-        lines.append("|" + "|".join("---" for _ in self.header) + "|")
-        lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in self.rows]
+        lines = [f"**{self.title}**", "", markdown_table(self.header, self.rows)]
         lines += [""] + [f"_{note}_  " for note in self.notes]
         return "\n".join(lines).rstrip() + "\n"
 

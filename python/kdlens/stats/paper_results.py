@@ -18,6 +18,7 @@ from pathlib import Path
 import polars as pl
 
 from kdlens.errors import KdlensError
+from kdlens.objectives import PAPER_NAMES
 from kdlens.stats.schema import (
     AVERAGE_TASK,
     TASKS,
@@ -29,7 +30,8 @@ from kdlens.stats.schema import (
 
 # run name -> (method type, task-unaware teacher?, temperature)
 _RUN = re.compile(r"^student_(?P<kd>KD|RevKD|GKD)(?P<base>_base_teacher)?_temp_(?P<t>\d+(?:\.\d+)?)$")
-_METHOD_TYPE = {"KD": "SeqKD", "RevKD": "RevKD", "GKD": "GKD"}
+# the run names' method prefix -> the paper's method name (kdlens.objectives)
+_METHOD_TYPE = {"KD": PAPER_NAMES["forward_kl"], "RevKD": PAPER_NAMES["reverse_kl"], "GKD": PAPER_NAMES["jsd"]}
 _PAIR_FILES = (
     (re.compile(r"^EM1(_\w+)?\.csv$", re.IGNORECASE), "agreement"),
     (re.compile(r"^EM2(_\w+)?\.csv$", re.IGNORECASE), "agreement2"),

@@ -27,51 +27,28 @@ from typing import Iterable
 import polars as pl
 
 from kdlens.errors import KdlensError
+from kdlens.objectives import ALIASES, OBJECTIVE_NAMES, PAPER_NAMES
+from kdlens.eval.tasks import find_task, list_tasks
 
 AVERAGE_TASK = "average"
 AVERAGE_DISPLAY = "Average"
 
 BASELINE_METHODS = ("BaseModel", "SFT")
-PAPER_KD_METHODS = ("SeqKD", "RevKD", "GKD")
-# kdlens objective names (kdlens.losses) and the usual aliases, accepted as KD methods.
-KD_OBJECTIVES = (
-    "forward_kl",
-    "reverse_kl",
-    "jsd",
-    "gkd",
-    "tvd",
-    "skew_forward_kl",
-    "skew_reverse_kl",
-    "symmetric_kl",
-    "ce_mix",
-)
+PAPER_KD_METHODS = tuple(PAPER_NAMES.values())  # SeqKD, RevKD, GKD
+# kdlens objective names (kdlens.objectives) and their aliases, accepted as KD methods; ce_mix names
+# a KD run with cross-entropy mixed in.
+KD_OBJECTIVES = OBJECTIVE_NAMES + ALIASES + ("ce_mix",)
 KNOWN_METHODS = BASELINE_METHODS + PAPER_KD_METHODS + KD_OBJECTIVES
 PAIR_METRIC_KD_METHOD = "KD"  # the paper's agreement/fidelity files have one "KD" row per pair
 
 TEACHER_KINDS = ("task_aware", "task_unaware")
 
-# canonical key -> (display name, family, aliases as they appear in result files)
+# The paper's tasks, derived from the task registry (kdlens.eval.tasks, the one registry):
+# canonical key -> (column header in the paper's tables, family, aliases).
+PAPER_FAMILIES = ("math", "commonsense")
 TASKS: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "gsm8k": ("GSM8K", "math", ("gsm8k", "gsm-8k")),
-    "svamp": ("SVAMP", "math", ("svamp",)),
-    "multiarith": ("MultiArith", "math", ("multiarith", "multi_arith", "multi-arith")),
-    "singleeq": ("SingleEq", "math", ("singleeq", "single_eq", "single-eq")),
-    "addsub": ("AddSub", "math", ("addsub", "add_sub", "add-sub")),
-    "aqua": ("AQuA", "math", ("aqua", "aqua_rat", "aqua-rat")),
-    "boolq": ("BoolQ", "commonsense", ("boolq",)),
-    "piqa": ("PIQA", "commonsense", ("piqa",)),
-    "siqa": ("SIQA", "commonsense", ("siqa", "social_i_qa", "social-i-qa", "socialiqa")),
-    "hellaswag": ("HellaSwag", "commonsense", ("hellaswag",)),
-    "winogrande": ("WinoGrande", "commonsense", ("winogrande",)),
-    "arc_easy": ("ARC-e", "commonsense", ("arc_easy", "arc-easy", "arc-e", "arc_e")),
-    "arc_challenge": (
-        "ARC-c",
-        "commonsense",
-        ("arc_challenge", "arc-challenge", "arc-c", "arc_c"),
-    ),
-    "obqa": ("OBQA", "commonsense", ("obqa", "openbookqa", "openbook_qa")),
+    t.name: (t.short, t.family, t.aliases) for f in PAPER_FAMILIES for t in list_tasks(f)
 }
-_ALIASES = {alias: key for key, (_, _, aliases) in TASKS.items() for alias in aliases}
 FAMILY_ORDER = ("math", "commonsense", "synthetic")
 
 SCORE_COLUMNS: dict[str, pl.DataType] = {
@@ -102,17 +79,22 @@ _SIZE = re.compile(r"(?<![A-Za-z0-9.])(\d+(?:\.\d+)?)\s*([BMK])(?![A-Za-z0-9])",
 _SIZE_SCALE = {"b": 1.0, "m": 1e-3, "k": 1e-6}
 
 
+def _paper_task(name: str) -> str | None:
+    task = find_task(name)
+    return task.name if task is not None and task.name in TASKS else None
+
+
 def canonical_task(name: str) -> str:
     """Canonical lowercase key of a task column name (``GSM8K`` -> ``gsm8k``, ``social_i_qa`` ->
-    ``siqa``); names kdlens does not know (e.g. ``synthetic``) are returned unchanged."""
-    key = name.strip().lower()
-    if key == AVERAGE_TASK:
+    ``siqa``), by the task registry; names outside the paper's tasks (e.g. ``synthetic``) are
+    returned unchanged."""
+    if name.strip().lower() == AVERAGE_TASK:
         return AVERAGE_TASK
-    return _ALIASES.get(key, name.strip())
+    return _paper_task(name) or name.strip()
 
 
 def is_known_task(name: str) -> bool:
-    return name.strip().lower() in _ALIASES
+    return _paper_task(name) is not None
 
 
 def task_display(task: str) -> str:

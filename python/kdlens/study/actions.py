@@ -4,7 +4,7 @@ artifacts into its own unit folder; the worker records the returned dict in ``un
 task: the data (synthetic: generated train/test files and a locally trained tokenizer).
 base: the base model (tiny configs: a seeded random init saved as a folder; otherwise the path).
 sft / kd: a training run (kdlens.train), resumed from its checkpoints when it was interrupted.
-eval: zero-shot evaluation of a trained or base model (kdlens.evaluate).
+eval: zero-shot evaluation of a trained or base model (kdlens.eval.run).
 compare: agreement and BLEU fidelity of a student against the teacher it learned from.
 report: the tidy results, agreement and fidelity tables, statistics and the report.
 """
@@ -135,7 +135,7 @@ def run_kd(ctx: UnitContext) -> dict:
 
 # --------------------------------------------------------------------------------------- eval
 def run_eval(ctx: UnitContext) -> dict:
-    from kdlens.evaluate import evaluate
+    from kdlens.eval.run import evaluate
     from kdlens.study.validate import evaluate_settings
 
     opts = evaluate_settings(ctx.cfg.evaluate)  # the check --dry-run ran too
@@ -152,7 +152,7 @@ def run_eval(ctx: UnitContext) -> dict:
 
 # --------------------------------------------------------------------------------------- compare
 def run_compare(ctx: UnitContext) -> dict:
-    from kdlens.evaluate import compare
+    from kdlens.metrics.pairs import compare
     from kdlens.io import write_table_atomic
 
     teacher_eval = ctx.result_of(ctx.unit.deps[0])

@@ -19,17 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from kdlens.errors import KdlensError
+from kdlens.objectives import OBJECTIVE_NAMES, PAPER_NAMES, TEMPERATURE_ABLATION, paper_name
 
-METHOD_NAMES = {"forward_kl": "SeqKD", "reverse_kl": "RevKD", "jsd": "GKD"}
-OBJECTIVES_WITH_TEMPERATURE = ("forward_kl", "reverse_kl", "skew_forward_kl", "skew_reverse_kl",
-                               "symmetric_kl", "tvd")
-KNOWN_OBJECTIVES = ("forward_kl", "reverse_kl", "jsd", "tvd", "skew_forward_kl",
-                    "skew_reverse_kl", "symmetric_kl")
-
-
-def method_name(objective: str) -> str:
-    """The paper's method name for an objective (SeqKD/RevKD/GKD), else the objective itself."""
-    return METHOD_NAMES.get(objective, objective)
+METHOD_NAMES = PAPER_NAMES
+OBJECTIVES_WITH_TEMPERATURE = TEMPERATURE_ABLATION
+KNOWN_OBJECTIVES = OBJECTIVE_NAMES
+method_name = paper_name  # the paper's method name for an objective (SeqKD/RevKD/GKD), else itself
 
 
 @dataclass(frozen=True)

@@ -148,7 +148,7 @@ def _lock_study(study_dir: Path) -> int:
 # Imported once by the fork server; every unit process starts with them loaded.
 PRELOAD = ["kdlens.study.forkserver_guard", "torch", "transformers",
            "transformers.models.qwen2.modeling_qwen2", "polars", "kdlens.study.actions", "kdlens.train",
-           "kdlens.evaluate"]
+           "kdlens.eval.run"]
 
 
 # Units that load a model and so hold a device while they run.

@@ -29,7 +29,7 @@ _FILLED_IN = {"out_dir": "<unit folder>", "data": "<task data>", "student": "<st
 def evaluate_settings(section: dict, where: str = "[evaluate]") -> dict[str, Any]:
     """``[evaluate]`` checked and resolved: {"decoding": Decoding, "limit": int | None, "dtype": str | None}."""
     from kdlens.config import _coerce
-    from kdlens.generate import Decoding
+    from kdlens.eval.decode import Decoding
 
     opts = dict(section)
     known = DECODING_KEYS + EVALUATE_EXTRA
@@ -110,7 +110,7 @@ def check_models(cfg, where: str) -> None:
 
 def check_study(cfg, where: str = "study config") -> None:
     """Validate every section of a StudyConfig (see the module docstring); KdlensError naming the key."""
-    from kdlens.tasks import resolve_tasks
+    from kdlens.eval.tasks import resolve_tasks
 
     check_models(cfg, where)
     try:

@@ -14,9 +14,9 @@ from typing import Any
 
 from kdlens.config import from_dict, option, to_dict, validate
 from kdlens.errors import KdlensError
+from kdlens.objectives import OBJECTIVE_NAMES
 
-LOSS_OBJECTIVES = ("forward_kl", "reverse_kl", "jsd", "tvd", "skew_forward_kl", "skew_reverse_kl",
-                   "symmetric_kl")
+LOSS_OBJECTIVES = OBJECTIVE_NAMES
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "up_proj", "down_proj")
 
 

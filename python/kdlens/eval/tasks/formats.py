@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from kdlens.errors import KdlensError
-from kdlens.tasks.registry import Example
+from kdlens.eval.tasks.registry import Example
 
 
 def _item_id(record: dict, index: int) -> str:

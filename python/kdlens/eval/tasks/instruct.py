@@ -5,8 +5,8 @@ score is the maximum over them). Folder names follow MiniLLM's ``data/`` layout
 (``data/dolly/valid.jsonl``, ``data/sinst/11_/valid.jsonl``, ...). The paper gives no set sizes.
 """
 
-from kdlens.tasks.formats import instruct_example, read_instruct
-from kdlens.tasks.registry import Task, register
+from kdlens.eval.tasks.formats import instruct_example, read_instruct
+from kdlens.eval.tasks.registry import Task, register
 
 _FILES = ("valid.jsonl", "test.jsonl", "11_/valid.jsonl", "valid.json", "test.json")
 

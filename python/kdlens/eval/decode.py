@@ -1,4 +1,5 @@
-"""Batched generation for any transformers causal LM: left padding, KV cache, greedy or seeded sampling.
+"""The decoder: batched generation for any transformers causal LM, left padding, KV cache, greedy or
+seeded sampling.
 
 :func:`generate` turns prompts into continuations, ``batch_size`` prompts at a time. Each batch is
 left-padded; position ids are counted from the first real token of each row (so padding never
@@ -15,25 +16,18 @@ Reproducibility:
   item's sample is the same whatever its batch (up to floating-point differences between batch
   shapes) and a resumed run draws what the uninterrupted run would have drawn.
 
-:func:`run_generation` is the resumable driver: it generates pending items in chunks, appends each
-finished chunk as an atomically written Parquet part file, and skips items already present in the
-parts or in a previous final table. Tests: ``python -m pytest tests/evaluate -q``.
+The resumable driver over it is :mod:`kdlens.eval.resume`; GKD's on-policy sampling in training
+uses this decoder too. Tests: ``python -m pytest tests/evaluate/test_generate.py -q``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from kdlens.errors import KdlensError
-
-ITEM_KEY = ("task", "id", "seed")
-PARTS_DIR = ".generation-parts"
 
 
 @dataclass(frozen=True)
@@ -112,21 +106,16 @@ def item_seed(seed: int, key: str) -> int:
 def filter_logits(logits, top_k: int = 0, top_p: float = 1.0):
     """Set logits outside the top-k / nucleus (top-p) to -inf; 0 and 1.0 switch them off.
 
-    The nucleus follows transformers' TopPLogitsWarper: sort ascending, drop the tokens whose
-    cumulative probability is <= 1 - top_p, always keep the most likely token.
+    transformers' ``TopKLogitsWarper`` then ``TopPLogitsWarper`` (the order ``generate`` applies
+    them in): the nucleus sorts ascending, drops the tokens whose cumulative probability is
+    <= 1 - top_p and always keeps the most likely token.
     """
-    import torch
+    from transformers import TopKLogitsWarper, TopPLogitsWarper
 
     if top_k and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+        logits = TopKLogitsWarper(top_k)(None, logits)
     if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=False, dim=-1)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        drop_sorted = cumulative <= (1 - top_p)
-        drop_sorted[..., -1:] = False
-        drop = drop_sorted.scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
+        logits = TopPLogitsWarper(top_p)(None, logits)
     return logits
 
 
@@ -151,6 +140,54 @@ def _device_of(model):
         return torch.device("cpu")
 
 
+def generate_ids(
+    model,
+    tokenizer,
+    prompt_ids: Sequence[Sequence[int]],
+    decoding: Decoding = Decoding(),
+    *,
+    seed: int | None = None,
+    keys: Sequence[str] | None = None,
+    eos_token_ids: Iterable[int] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[tuple[list[int], str]]:
+    """Decode already tokenised prompts: (new token ids, stop reason) per prompt, in prompt order.
+
+    The stop reason is "eos" (the last id is the EOS token), "stop" (a stop string) or "length".
+    ``seed`` (default: the first of ``decoding.seeds``) and ``keys`` (default: the prompt's position)
+    seed each item's sampler. ``eos_token_ids`` defaults to the model's and tokenizer's EOS ids.
+    ``on_batch(n)`` is called after each batch with its number of prompts (progress bars).
+    """
+    import torch
+
+    prompt_ids = [list(p) for p in prompt_ids]
+    if keys is None:
+        keys = [str(i) for i in range(len(prompt_ids))]
+    if len(keys) != len(prompt_ids):
+        raise KdlensError(f"got {len(prompt_ids)} prompts but {len(keys)} keys")
+    if seed is None:
+        seed = decoding.seeds[0]
+    if tokenizer.pad_token_id is None:
+        raise KdlensError("the tokenizer has no pad token; set tokenizer.pad_token (e.g. to EOS)")
+    eos = set(eos_token_ids) if eos_token_ids is not None else _eos_ids(model, tokenizer)
+    order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))  # less padding per batch
+    results: list[tuple[list[int], str] | None] = [None] * len(prompt_ids)
+    device = _device_of(model)
+    for start in range(0, len(order), decoding.batch_size):
+        rows = order[start:start + decoding.batch_size]
+        batch = [prompt_ids[i] for i in rows]
+        generators = None
+        if decoding.do_sample:
+            generators = [torch.Generator(device=device).manual_seed(item_seed(seed, keys[i]))
+                          for i in rows]
+        outs = _generate_batch(model, tokenizer, batch, decoding, eos, generators, device)
+        for i, out in zip(rows, outs):
+            results[i] = out
+        if on_batch is not None:
+            on_batch(len(rows))
+    return results  # type: ignore[return-value]
+
+
 def generate(
     model,
     tokenizer,
@@ -164,45 +201,25 @@ def generate(
 ) -> list[Generation]:
     """Generate one continuation per prompt, in batches of ``decoding.batch_size``.
 
-    ``seed`` (default: the first of ``decoding.seeds``) and ``keys`` (default: the prompt's position)
-    seed each item's sampler. ``eos_token_ids`` defaults to the model's and tokenizer's EOS ids.
-    ``on_batch(n)`` is called after each batch with its number of prompts (progress bars).
-    Returns the generations in the order of ``prompts``.
+    Tokenises the prompts and decodes them with :func:`generate_ids` (same ``seed``, ``keys``,
+    ``eos_token_ids`` and ``on_batch``). Returns the generations in the order of ``prompts``.
     """
-    import torch
-
     prompts = list(prompts)
-    if keys is None:
-        keys = [str(i) for i in range(len(prompts))]
-    if len(keys) != len(prompts):
+    if keys is not None and len(keys) != len(prompts):
         raise KdlensError(f"got {len(prompts)} prompts but {len(keys)} keys")
-    if seed is None:
-        seed = decoding.seeds[0]
     if tokenizer.pad_token_id is None:
         raise KdlensError("the tokenizer has no pad token; set tokenizer.pad_token (e.g. to EOS)")
-    eos = set(eos_token_ids) if eos_token_ids is not None else _eos_ids(model, tokenizer)
     if not prompts:
         return []
     encoded = tokenizer(prompts, add_special_tokens=True)["input_ids"]
-    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))  # less padding per batch
-    results: list[Generation | None] = [None] * len(prompts)
-    device = _device_of(model)
-    for start in range(0, len(order), decoding.batch_size):
-        rows = order[start:start + decoding.batch_size]
-        batch = [encoded[i] for i in rows]
-        generators = None
-        if decoding.do_sample:
-            generators = [torch.Generator(device=device).manual_seed(item_seed(seed, keys[i]))
-                          for i in rows]
-        outs = _generate_batch(model, tokenizer, batch, decoding, eos, generators, device)
-        for i, (tokens, reason) in zip(rows, outs):
-            body = tokens[:-1] if reason == "eos" else tokens
-            text = tokenizer.decode(body, skip_special_tokens=True)
-            results[i] = Generation(text=text, token_ids=tokens, prompt_tokens=len(encoded[i]),
-                                    stop_reason=reason)
-        if on_batch is not None:
-            on_batch(len(rows))
-    return results  # type: ignore[return-value]
+    outs = generate_ids(model, tokenizer, encoded, decoding, seed=seed, keys=keys,
+                        eos_token_ids=eos_token_ids, on_batch=on_batch)
+    results = []
+    for ids, (tokens, reason) in zip(encoded, outs):
+        body = tokens[:-1] if reason == "eos" else tokens
+        results.append(Generation(text=tokenizer.decode(body, skip_special_tokens=True), token_ids=tokens,
+                                  prompt_tokens=len(ids), stop_reason=reason))
+    return results
 
 
 def _generate_batch(model, tokenizer, batch: list[list[int]], decoding: Decoding, eos: set[int],
@@ -274,143 +291,3 @@ def _hits_stop(tokenizer, tokens: list[int], window: int, stop_strings: Sequence
     at most n tokens, plus one that may carry text before it)."""
     tail = tokenizer.decode(tokens[-window:], skip_special_tokens=True)
     return any(s in tail for s in stop_strings)
-
-
-# ----------------------------------------------------------------------------------------------
-# Resumable, chunked driver
-
-
-def _read_done(out_dir: Path, final_name: str):
-    """Rows already generated: the previous final table plus every part file."""
-    import polars as pl
-
-    from kdlens.io import read_table
-
-    frames = []
-    final = out_dir / final_name
-    if final.is_file():
-        frames.append(read_table(final))
-    parts = sorted((out_dir / PARTS_DIR).glob("part-*.parquet")) if (out_dir / PARTS_DIR).is_dir() else []
-    frames.extend(read_table(p) for p in parts)
-    if not frames:
-        return None, parts
-    return pl.concat(frames, how="diagonal_relaxed"), parts
-
-
-def _flatten(obj: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in obj.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _holds_outputs(out_dir: Path, manifest_name: str) -> bool:
-    """Whether a folder holds anything besides its manifest (and empty folders): generations or parts.
-    A run that failed before generating anything (a wrong --model) leaves only the manifest."""
-    return any(p.name != manifest_name and not (p.is_dir() and not any(p.iterdir())) for p in out_dir.iterdir())
-
-
-def check_manifest(out_dir: Path, manifest: dict, name: str = "run.json") -> None:
-    """Refuse to mix outputs of different runs in one folder; write the manifest on first use (a
-    manifest with no outputs next to it is a failed start, and is replaced)."""
-    from kdlens.io import write_json_atomic
-
-    path = out_dir / name
-    manifest = json.loads(json.dumps(manifest, sort_keys=True, default=str))
-    if path.is_file() and _holds_outputs(out_dir, name):
-        previous = json.loads(path.read_text(encoding="utf-8"))
-        if previous != manifest:
-            old, new = _flatten(previous), _flatten(manifest)
-            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            raise KdlensError(
-                f"{out_dir} holds generations of a different run (differs in: {', '.join(diff)}). "
-                "Use a new output folder, or delete the old one to start again."
-            )
-        return
-    write_json_atomic(path, manifest)
-
-
-def run_generation(
-    items,
-    out_dir: str | os.PathLike,
-    decoding: Decoding,
-    load_model: Callable[[], tuple],
-    *,
-    final_name: str = "generations.parquet",
-    chunk_size: int | None = None,
-    progress: bool = True,
-):
-    """Generate every pending item of ``items`` and return all generated rows (old and new).
-
-    ``items`` is a Polars frame with columns task, id, seed, prompt (one row per item and seed).
-    Items whose (task, id, seed) already appear in ``out_dir/final_name`` or in a part file are not
-    generated again. New rows are appended ``chunk_size`` items at a time as
-    ``out_dir/.generation-parts/part-NNNNN.parquet`` (each written atomically), so a killed run
-    loses at most one chunk. ``load_model()`` returns ``(model, tokenizer)`` and is only called when
-    something is pending. Returned columns: task, id, seed, prompt, raw_output, prompt_tokens,
-    output_tokens, stop_reason.
-    """
-    import polars as pl
-    from tqdm.auto import tqdm
-
-    from kdlens.io import write_table_atomic
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    done, parts = _read_done(out, final_name)
-    pending = items
-    if done is not None:
-        done = done.unique(subset=list(ITEM_KEY), keep="last")
-        pending = items.join(done.select(ITEM_KEY), on=list(ITEM_KEY), how="anti")
-    chunk_size = chunk_size or decoding.batch_size * 8
-    new_frames = []
-    if pending.height:
-        model, tokenizer = load_model()
-        # Longest prompts first over the whole run: least padding, and memory trouble shows early.
-        lengths = [len(x) for x in tokenizer(pending["prompt"].to_list(), add_special_tokens=True)["input_ids"]]
-        pending = pending.with_columns(pl.Series("_len", lengths)).sort(
-            ["_len", "task", "id", "seed"], descending=[True, False, False, False]).drop("_len")
-        next_part = 1 + max((int(p.stem.split("-")[1]) for p in parts), default=-1)
-        bar = tqdm(total=items.height, initial=items.height - pending.height, unit="item",
-                   desc="generate", disable=not progress)
-        try:
-            for start in range(0, pending.height, chunk_size):
-                chunk = pending.slice(start, chunk_size)
-                rows = []
-                for seed in chunk["seed"].unique(maintain_order=True).to_list():
-                    sub = chunk.filter(pl.col("seed") == seed)
-                    keys = [f"{t}/{i}" for t, i in zip(sub["task"], sub["id"])]
-                    gens = generate(model, tokenizer, sub["prompt"].to_list(), decoding, seed=seed,
-                                    keys=keys, on_batch=bar.update)
-                    rows.append(sub.select(ITEM_KEY + ("prompt",)).with_columns(
-                        pl.Series("raw_output", [g.text for g in gens], dtype=pl.String),
-                        pl.Series("prompt_tokens", [g.prompt_tokens for g in gens], dtype=pl.Int64),
-                        pl.Series("output_tokens", [g.output_tokens for g in gens], dtype=pl.Int64),
-                        pl.Series("stop_reason", [g.stop_reason for g in gens], dtype=pl.String),
-                    ))
-                frame = pl.concat(rows)
-                write_table_atomic(frame, out / PARTS_DIR / f"part-{next_part:05d}.parquet")
-                next_part += 1
-                new_frames.append(frame)
-        finally:
-            bar.close()
-    frames = ([done] if done is not None else []) + new_frames
-    if not frames:
-        return items.head(0)
-    allrows = pl.concat(frames, how="diagonal_relaxed").unique(subset=list(ITEM_KEY), keep="last")
-    return allrows
-
-
-def remove_parts(out_dir: str | os.PathLike) -> None:
-    """Delete the part files once their rows are in the final table."""
-    folder = Path(out_dir) / PARTS_DIR
-    if folder.is_dir():
-        for p in folder.glob("part-*.parquet"):
-            p.unlink()
-        try:
-            folder.rmdir()
-        except OSError:
-            pass

@@ -1,8 +1,12 @@
 """The task registry: what a benchmark is (loader, prompt, answer rule, metric) and how to find one.
 
+This is the ONE place that knows task names, display names, families, aliases and answer rules;
+:mod:`kdlens.metrics.answers`, :mod:`kdlens.stats.schema` and the evaluation read them from here.
+It imports no torch and no native code.
+
 A :class:`Task` knows where its test records come from (a local file in its family's format, a
 folder laid out like LLM-Adapters' ``dataset/`` or MiniLLM's ``data/``, or a hub dataset id when
-online), which answer-extraction rule of :mod:`kdlens.answers` scores it (or ROUGE-L for
+online), which answer-extraction rule (:mod:`kdlens.eval.tasks.rules`) scores it (or ROUGE-L for
 instruction following), and its size in the paper. Each family module (math, commonsense,
 instruct, synthetic) registers its tasks with :func:`register`; adding a task is one entry there.
 """
@@ -10,11 +14,13 @@ instruct, synthetic) registers its tasks with :func:`register`; adding a task is
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 from kdlens.errors import KdlensError
+from kdlens.eval.tasks.rules import AnswerRule
 
 FAMILIES = ("math", "commonsense", "instruct", "synthetic")
 METRICS = ("accuracy", "rouge_l")
@@ -36,7 +42,8 @@ class Example:
 class Task:
     """One benchmark.
 
-    ``name``: canonical lowercase key (also the :mod:`kdlens.answers` rule key for scored tasks).
+    ``name``: canonical lowercase key. ``display``: its name in evaluation tables; ``short``: its
+    column header in the paper's tables (defaults to ``display``).
     ``rule``: the answer-extraction rule (None for ROUGE-L tasks). ``folders``/``files``: where the
     test file lies under a data folder (first match wins, folder names compared case-insensitively).
     ``"."`` in ``folders`` means the data folder itself.
@@ -50,7 +57,8 @@ class Task:
     metric: str
     read: Callable[..., list[dict]] = field(repr=False)
     to_example: Callable[[dict, int], Example] = field(repr=False)
-    rule: str | None = None
+    rule: AnswerRule | None = None
+    short: str = ""
     paper_size: int | None = None
     folders: tuple[str, ...] = ()
     files: tuple[str, ...] = ("test.json",)
@@ -64,6 +72,10 @@ class Task:
             raise ValueError(f"unknown family {self.family!r}")
         if self.metric not in METRICS:
             raise ValueError(f"unknown metric {self.metric!r}")
+        if (self.rule is None) != (self.metric == "rouge_l"):
+            raise ValueError(f"task {self.name!r}: accuracy tasks need an answer rule, ROUGE-L tasks none")
+        if not self.short:
+            object.__setattr__(self, "short", self.display)
 
     def find_in(self, data_dir: str | os.PathLike) -> Path | None:
         """The task's test file under ``data_dir`` (LLM-Adapters/MiniLLM layouts), or None."""
@@ -125,7 +137,20 @@ _ALIASES: dict[str, str] = {}
 
 
 def _norm(name: str) -> str:
-    return name.strip().lower().replace("-", "_").replace(" ", "_")
+    return re.sub(r"[\s\-]+", "_", str(name).strip().lower())
+
+
+def canonical_task(name: str) -> str:
+    """The registered name of a task name or alias (``ARC-Easy`` -> ``arc_easy``, ``social_i_qa``
+    -> ``siqa``, ``SVAMP`` -> ``svamp``); an unknown name comes back as its normalised key."""
+    key = _norm(name)
+    return _ALIASES.get(key, key)
+
+
+def find_task(name: str) -> Task | None:
+    """A task by name or alias, or None when the registry does not know it."""
+    key = _ALIASES.get(_norm(name))
+    return None if key is None else _REGISTRY[key]
 
 
 def register(task: Task) -> Task:
@@ -141,12 +166,12 @@ def register(task: Task) -> Task:
 
 def get_task(name: str) -> Task:
     """A task by name or alias (case-, dash- and space-insensitive: "ARC-Easy", "social_i_qa")."""
-    key = _ALIASES.get(_norm(name))
-    if key is None:
+    task = find_task(name)
+    if task is None:
         raise KdlensError(
             f"unknown task {name!r}; known tasks: {', '.join(_REGISTRY)}; families: {', '.join(FAMILIES)}"
         )
-    return _REGISTRY[key]
+    return task
 
 
 def list_tasks(family: str | None = None) -> list[Task]:

@@ -1,4 +1,4 @@
-"""Teacher-student fidelity over generation files: per-pair BLEU and agreement, per-task summary.
+"""``kdlens fidelity``'s file front end: join two generation files in bounded memory and score them.
 
 ``score_files(teacher, student, out)`` reads two generation tables (Parquet, JSONL or CSV with
 columns task, id, output and optionally gold or answer), joins them on (task, id) and streams
@@ -13,8 +13,8 @@ keys or all texts at once.
    different orders: both files (texts included) are hash-partitioned to disk, each partition is
    joined and scored on its own and written as a run sorted by teacher row, and the runs are merged
    back into teacher row order;
-3. each batch is scored in Rust (sentence BLEU of the student against the teacher, sacreBLEU
-   13a/exp/effective order; answers with the task's rule) and appended to the per-pair table.
+3. each batch is scored by :func:`kdlens.metrics.pairs.score_pairs` (the one teacher-student
+   scorer) and appended to the per-pair table; :mod:`kdlens.metrics.pairs` also sums the totals.
 
 Pairs are written in the teacher file's row order in both cases, in the same batches, so the
 outputs do not depend on the student file's order.
@@ -39,6 +39,7 @@ from typing import Iterator
 import numpy as np
 
 from kdlens.errors import KdlensError
+from kdlens.metrics.pairs import PairTotals, accumulate, score_pairs, summary, summary_markdown
 
 KEY = ("task", "id")
 GOLD_NAMES = ("gold", "answer")
@@ -451,8 +452,7 @@ def _check_keys(t_side: _Side, s_side: _Side, tmpdir: Path, rows: int) -> tuple[
     return total, aligned
 
 
-def _reordered_batches(t_side: _Side, s_side: _Side, tmpdir: Path, rows: int, total: int,
-                       with_gold: bool) -> Iterator:
+def _reordered_batches(t_side: _Side, s_side: _Side, tmpdir: Path, rows: int, total: int) -> Iterator:
     """Scored pair tables in teacher row order, for files that list their keys in different orders.
 
     Both files are hash-partitioned to disk with their texts (the partition count comes from the
@@ -509,7 +509,7 @@ def _reordered_batches(t_side: _Side, s_side: _Side, tmpdir: Path, rows: int, to
             chunk = j.slice(lo, rows)
             tt = chunk.select(t_side.columns).to_arrow()
             ss = chunk.select(*KEY, pl.col("output_student").alias("output")).to_arrow()
-            scored = _score_batch(_large(tt), _large(ss), with_gold)
+            scored = score_pairs(_large(tt), _large(ss), t_side.gold)
             scored = scored.append_column(ROW, chunk[ROW].to_arrow())
             if writer is None:
                 writer = pa.ipc.new_stream(run, scored.schema)
@@ -572,151 +572,7 @@ def _merge_runs(run_paths: list[Path], rows: int, total: int) -> Iterator:
             reader.close()
 
 
-# ------------------------------------------------------------------------------------------------
-# scoring
-
-
-@dataclass
-class _TaskTotals:
-    pairs: int = 0
-    stats: np.ndarray = field(default_factory=lambda: np.zeros(10, dtype=np.int64))
-    bleu_sum: float = 0.0
-    agree: int = 0
-    has_rule: bool = True
-    teacher_correct: int = 0
-    student_correct: int = 0
-
-
-def _score_batch(t, s, with_gold: bool):
-    """The per-pair table of one batch (t and s hold the same keys in the same order)."""
-    import pyarrow as pa
-
-    from kdlens import metrics
-    from kdlens.answers import TASK_RULES, canonical_task
-
-    for side, label in ((t, "teacher"), (s, "student")):
-        out = side.column("output")
-        if out.null_count:
-            import pyarrow.compute as pc
-
-            bad = pc.indices_nonzero(out.is_null()).to_pylist()[:5]
-            keys = [(side.column("task")[i].as_py(), side.column("id")[i].as_py()) for i in bad]
-            raise KdlensError(f"{label} output is null for key(s) {keys}; every row needs text")
-    t_out, s_out = t.column("output"), s.column("output")
-    stats = metrics.bleu_statistics(s_out, t_out)
-    bleu = stats.sentence_scores()
-    n = t.num_rows
-    tasks = t.column("task").to_numpy(zero_copy_only=False).astype(str)
-    agree = np.zeros(n, dtype=bool)
-    has_answer_rule = np.zeros(n, dtype=bool)
-    t_ans = np.full(n, None, dtype=object)
-    s_ans = np.full(n, None, dtype=object)
-    t_ok = np.zeros(n, dtype=bool)
-    s_ok = np.zeros(n, dtype=bool)
-    gold = t.column(t.column_names[3]) if with_gold else None
-    from kdlens import answers
-
-    for task in np.unique(tasks):
-        idx = np.flatnonzero(tasks == task)
-        rule = TASK_RULES.get(canonical_task(task))
-        if rule is None:
-            continue
-        sel = pa.array(idx)
-        tt, ss = t_out.take(sel), s_out.take(sel)
-        agree[idx] = metrics.agreement_per_item(tt, ss, rule)
-        has_answer_rule[idx] = True
-        t_ans[idx] = answers.extract_answers(tt, rule)
-        s_ans[idx] = answers.extract_answers(ss, rule)
-        if with_gold:
-            g = gold.take(sel)
-            if g.null_count:
-                raise KdlensError(f"gold answer is null for task {task}; fill it or drop the column")
-            t_ok[idx], s_ok[idx] = metrics.is_correct(tt, g, rule), metrics.is_correct(ss, g, rule)
-    cols = {"task": t.column("task"), "id": t.column("id"), "bleu": pa.array(bleu)}
-    cols.update({f"bleu_{k}": pa.array(stats.stats[:, j].astype(np.int32)) for j, k in enumerate(STAT_NAMES)})
-    mask = ~has_answer_rule
-    cols["teacher_answer"] = pa.array(t_ans, type=pa.large_string(), from_pandas=False)
-    cols["student_answer"] = pa.array(s_ans, type=pa.large_string(), from_pandas=False)
-    cols["agree"] = pa.array(agree, mask=mask)
-    if with_gold:
-        cols["gold"] = gold
-        cols["teacher_correct"] = pa.array(t_ok, mask=mask)
-        cols["student_correct"] = pa.array(s_ok, mask=mask)
-    return pa.table(cols)
-
-
-STAT_NAMES = ["hyp_len", "ref_len", "correct_1", "correct_2", "correct_3", "correct_4",
-              "total_1", "total_2", "total_3", "total_4"]
-
-
-def _accumulate(table, totals: dict[str, _TaskTotals], with_gold: bool) -> None:
-    """Add one per-pair table (in output order) to the per-task totals."""
-    tasks = table.column("task").to_numpy(zero_copy_only=False).astype(str)
-    stats = np.stack([table.column(f"bleu_{k}").to_numpy().astype(np.int64) for k in STAT_NAMES], axis=1)
-    bleu = table.column("bleu").to_numpy()
-    agree_col = table.column("agree")
-    agree = agree_col.fill_null(False).to_numpy(zero_copy_only=False)
-    rule_known = agree_col.is_valid().to_numpy(zero_copy_only=False)
-    if with_gold:
-        t_ok = table.column("teacher_correct").fill_null(False).to_numpy(zero_copy_only=False)
-        s_ok = table.column("student_correct").fill_null(False).to_numpy(zero_copy_only=False)
-    for task in np.unique(tasks):
-        idx = np.flatnonzero(tasks == task)
-        tot = totals.setdefault(task, _TaskTotals())
-        tot.pairs += len(idx)
-        tot.stats += stats[idx].sum(axis=0)
-        tot.bleu_sum += float(bleu[idx].sum())
-        if not rule_known[idx].all():
-            tot.has_rule = False
-            continue
-        tot.agree += int(agree[idx].sum())
-        if with_gold:
-            tot.teacher_correct += int(t_ok[idx].sum())
-            tot.student_correct += int(s_ok[idx].sum())
-
-
-def _summary(totals: dict[str, _TaskTotals], with_gold: bool):
-    import polars as pl
-
-    from kdlens.metrics import BLEUStatistics
-
-    rows = []
-    items = sorted(totals.items())
-    overall = _TaskTotals()
-    for _, tt in items:
-        overall.pairs += tt.pairs
-        overall.stats += tt.stats
-        overall.bleu_sum += tt.bleu_sum
-        overall.agree += tt.agree
-        overall.has_rule &= tt.has_rule
-        overall.teacher_correct += tt.teacher_correct
-        overall.student_correct += tt.student_correct
-    for task, tt in items + [("ALL", overall)]:
-        corpus = BLEUStatistics(tt.stats[None, :], nrefs=1, tokenize="13a", lowercase=False,
-                                max_ngram_order=4).corpus_score()
-        row = {"task": task, "pairs": tt.pairs, "corpus_bleu": corpus.score,
-               "mean_sentence_bleu": tt.bleu_sum / tt.pairs if tt.pairs else float("nan"),
-               "agreement": 100.0 * tt.agree / tt.pairs if tt.has_rule and tt.pairs else None}
-        if with_gold:
-            row["teacher_accuracy"] = 100.0 * tt.teacher_correct / tt.pairs if tt.has_rule else None
-            row["student_accuracy"] = 100.0 * tt.student_correct / tt.pairs if tt.has_rule else None
-        rows.append(row)
-    return pl.DataFrame(rows)
-
-
-def _markdown(frame, sentence_sig: str, corpus_sig: str) -> str:
-    cols = frame.columns
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for r in frame.iter_rows():
-        cells = [f"{v:.2f}" if isinstance(v, float) else ("n/a" if v is None else str(v)) for v in r]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Sentence BLEU (student vs teacher as reference): `{sentence_sig}`",
-              f"Corpus BLEU: `{corpus_sig}`",
-              "Agreement and accuracy in %, answers extracted with the paper's rules (kdlens.answers)."]
-    return "\n".join(lines) + "\n"
-
-
-def _aligned_batches(t_side: _Side, s_side: _Side, rows: int, with_gold: bool) -> Iterator:
+def _aligned_batches(t_side: _Side, s_side: _Side, rows: int) -> Iterator:
     """Scored pair tables of ``rows`` rows, reading both files side by side (same key order)."""
     t_iter = _rebatch(_iter_batches(t_side.path, t_side.columns, rows), rows)
     s_iter = _rebatch(_iter_batches(s_side.path, s_side.columns, rows), rows)
@@ -724,7 +580,7 @@ def _aligned_batches(t_side: _Side, s_side: _Side, rows: int, with_gold: bool) -
         if not (t.column("task").equals(s.column("task")) and t.column("id").equals(s.column("id"))):
             raise KdlensError("teacher and student keys went out of step while streaming; "
                               "the files changed during the run?")
-        yield _score_batch(t, s, with_gold)
+        yield score_pairs(t, s, t_side.gold)
 
 
 def score_files(teacher: str | os.PathLike, student: str | os.PathLike, out: str | os.PathLike,
@@ -760,22 +616,21 @@ def _score_into(t_side: _Side, s_side: _Side, out_dir: Path, batch_rows: int, pa
     from tqdm import tqdm
 
     from kdlens.io import atomic_path, write_table_atomic, write_text_atomic
-    from kdlens.metrics import bleu_signature
 
     pairs_path = out_dir / f"pairs.{pairs_format}"
-    totals: dict[str, _TaskTotals] = {}
+    totals: dict[str, PairTotals] = {}
     with tempfile.TemporaryDirectory(prefix=".kdlens-fidelity-", dir=out_dir) as tmp:
         total, aligned = _check_keys(t_side, s_side, Path(tmp), batch_rows)
         if aligned:
-            batches = _aligned_batches(t_side, s_side, batch_rows, with_gold)
+            batches = _aligned_batches(t_side, s_side, batch_rows)
         else:
-            batches = _reordered_batches(t_side, s_side, Path(tmp), batch_rows, total, with_gold)
+            batches = _reordered_batches(t_side, s_side, Path(tmp), batch_rows, total)
         bar = tqdm(total=total, unit="pair", disable=not progress, desc="fidelity")
         writer = None
         with atomic_path(pairs_path) as tmp_pairs:
             try:
                 for table in batches:
-                    _accumulate(table, totals, with_gold)
+                    accumulate(table, totals, with_gold)
                     if writer is None:
                         writer = (pq.ParquetWriter(tmp_pairs, table.schema) if pairs_format == "parquet"
                                   else pacsv.CSVWriter(tmp_pairs, table.schema))
@@ -790,18 +645,12 @@ def _score_into(t_side: _Side, s_side: _Side, out_dir: Path, batch_rows: int, pa
                 bar.close()
             if writer is None:
                 raise KdlensError("the generation files have no rows to score")
-    summary = _summary(totals, with_gold)
-    sentence_sig = bleu_signature(1, "13a", False, "exp", None, True)
-    corpus_sig = bleu_signature(1, "13a", False, "exp", None, False)
-    summary = summary.with_columns(
-        __import__("polars").lit(corpus_sig).alias("corpus_bleu_signature"),
-        __import__("polars").lit(sentence_sig).alias("sentence_bleu_signature"))
-    shown = summary.drop("corpus_bleu_signature", "sentence_bleu_signature")
-    md = _markdown(shown, sentence_sig, corpus_sig)
+    table = summary(totals, with_gold)
+    md = summary_markdown(table)
     paths = {
         "pairs": pairs_path,
-        "summary_parquet": write_table_atomic(summary, out_dir / "summary.parquet"),
-        "summary_csv": write_table_atomic(summary, out_dir / "summary.csv"),
+        "summary_parquet": write_table_atomic(table, out_dir / "summary.parquet"),
+        "summary_csv": write_table_atomic(table, out_dir / "summary.csv"),
         "summary_md": write_text_atomic(out_dir / "summary.md", md),
     }
-    return {"summary": summary, "markdown": md, "paths": paths, "aligned": aligned}
+    return {"summary": table, "markdown": md, "paths": paths, "aligned": aligned}

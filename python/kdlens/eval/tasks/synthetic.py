@@ -10,8 +10,9 @@ With no data file the test split is generated from options ``seed`` (default 0) 
 from __future__ import annotations
 
 from kdlens.errors import KdlensError
-from kdlens.tasks.formats import llm_adapters_example, read_llm_adapters
-from kdlens.tasks.registry import Task, register
+from kdlens.eval.tasks.formats import llm_adapters_example, read_llm_adapters
+from kdlens.eval.tasks.registry import Task, register
+from kdlens.eval.tasks.rules import LAST_NUMBER
 
 _OPTIONS = ("seed", "n_test", "levels", "operations", "test_share")
 
@@ -38,7 +39,7 @@ def read_synthetic(source=None, **options) -> list[dict]:
 
 
 register(Task(
-    name="synthetic", family="synthetic", display="Synthetic", metric="accuracy", rule="synthetic",
+    name="synthetic", family="synthetic", display="Synthetic", metric="accuracy", rule=LAST_NUMBER,
     read=read_synthetic, to_example=llm_adapters_example, folders=("synthetic", "."),
     needs_source=False, description="last number in the output, abs(gold - pred) <= 0.001",
 ))

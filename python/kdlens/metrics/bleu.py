@@ -1,4 +1,4 @@
-"""Fidelity and agreement metrics: sacreBLEU-exact BLEU and answer agreement, computed in Rust.
+"""sacreBLEU-exact BLEU, computed in Rust: scores, signatures and per-segment statistics.
 
 BLEU follows sacreBLEU 2.6 exactly (tokenizers 13a/intl/char/none, lowercase, smoothing
 exp/floor/add-k/none, effective order, several references, max n-gram order up to 4): scores agree
@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from kdlens import _native
-from kdlens.answers import AnswerRule, rule_for_task
 from kdlens.errors import KdlensError
+from kdlens.metrics.columns import is_column_like, n_rows, text_column
 
 SACREBLEU_VERSION = "2.6.0"  # the version whose numbers (and signature format) kdlens reproduces
 TOKENIZERS = ("13a", "intl", "char", "none")
@@ -33,79 +33,16 @@ MAX_NGRAM_ORDER = 4
 __all__ = [
     "BLEUScore",
     "BLEUStatistics",
-    "accuracy",
-    "agreement",
-    "agreement_per_item",
     "bleu_signature",
     "bleu_statistics",
     "corpus_bleu",
-    "is_correct",
     "sentence_bleu",
-    "text_column",
 ]
-
-
-# ------------------------------------------------------------------------------------------------
-# input conversion
-
-
-def _arrow_buffers(arr) -> tuple:
-    """(offsets int64[n+1], data uint8, valid bool[n] | None) views of a pyarrow string array."""
-    import pyarrow as pa
-
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
-    if not (pa.types.is_large_string(arr.type)):
-        if not (pa.types.is_string(arr.type) or pa.types.is_string_view(arr.type)
-                or pa.types.is_large_string(arr.type)):
-            raise KdlensError(f"expected a string column, got Arrow type {arr.type}")
-        arr = arr.cast(pa.large_string())
-    _, off_buf, data_buf = arr.buffers()
-    n = len(arr)
-    offsets = np.frombuffer(off_buf, dtype=np.int64, count=arr.offset + n + 1)[arr.offset:]
-    data = (np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None and data_buf.size
-            else np.zeros(0, dtype=np.uint8))
-    valid = None
-    if arr.null_count:
-        valid = arr.is_valid().to_numpy(zero_copy_only=False)
-    return (offsets, data, valid)
-
-
-def text_column(values: Any, what: str = "texts"):
-    """Convert a column of strings to what the Rust side reads, without a Python loop per row."""
-    if isinstance(values, list):
-        return values
-    if isinstance(values, str):
-        raise KdlensError(f"{what} must be a column of strings, not a single str; wrap it in a list")
-    module = type(values).__module__.split(".")[0]
-    if module == "polars":
-        import polars as pl
-
-        return _arrow_buffers(values.to_arrow(compat_level=pl.CompatLevel.oldest()))
-    if module == "pyarrow":
-        return _arrow_buffers(values)
-    if isinstance(values, np.ndarray):
-        if values.ndim != 1:
-            raise KdlensError(f"{what} must be one-dimensional, got shape {values.shape}")
-        return values.tolist()
-    if module == "pandas":
-        return values.to_numpy(dtype=object).tolist()
-    if isinstance(values, (tuple, range)) or hasattr(values, "__iter__"):
-        return list(values)
-    raise KdlensError(f"{what}: cannot read {type(values).__name__} as a column of strings")
-
-
-def _n_rows(col) -> int:
-    return len(col) if isinstance(col, list) else len(col[0]) - 1
-
-
-def _is_column_like(x: Any) -> bool:
-    return not isinstance(x, str) and x is not None and hasattr(x, "__len__")
 
 
 def _reference_streams(refs: Any) -> list:
     """One column of references, or a list of reference streams (each a column)."""
-    if isinstance(refs, (list, tuple)) and len(refs) > 0 and all(_is_column_like(r) for r in refs):
+    if isinstance(refs, (list, tuple)) and len(refs) > 0 and all(is_column_like(r) for r in refs):
         return [text_column(r, f"refs[{k}]") for k, r in enumerate(refs)]
     return [text_column(refs, "refs")]
 
@@ -312,9 +249,9 @@ def bleu_statistics(hyps: Any, refs: Any, *, tokenize: str = "13a", lowercase: b
     hyp_col = text_column(hyps, "hyps")
     streams = _reference_streams(refs)
     for k, s in enumerate(streams):
-        if _n_rows(s) != _n_rows(hyp_col):
-            raise KdlensError(f"reference stream {k} has {_n_rows(s)} rows but there are "
-                              f"{_n_rows(hyp_col)} hypotheses; give one reference per hypothesis")
+        if n_rows(s) != n_rows(hyp_col):
+            raise KdlensError(f"reference stream {k} has {n_rows(s)} rows but there are "
+                              f"{n_rows(hyp_col)} hypotheses; give one reference per hypothesis")
     try:
         stats = _native.bleu_stats(hyp_col, streams, tokenize, lowercase, int(max_ngram_order),
                                    num_threads)
@@ -344,50 +281,3 @@ def corpus_bleu(hyps: Any, refs: Any, *, tokenize: str = "13a", lowercase: bool 
     st = bleu_statistics(hyps, refs, tokenize=tokenize, lowercase=lowercase,
                          max_ngram_order=max_ngram_order, num_threads=num_threads)
     return st.corpus_score(smooth_method, smooth_value, use_effective_order, n_bootstrap)
-
-
-# ------------------------------------------------------------------------------------------------
-# agreement and accuracy
-
-
-def _rule(rule_or_task: AnswerRule | str) -> AnswerRule:
-    return rule_for_task(rule_or_task) if isinstance(rule_or_task, str) else rule_or_task
-
-
-def agreement_per_item(teacher_outputs: Any, student_outputs: Any, rule: AnswerRule | str,
-                       num_threads: int | None = None) -> np.ndarray:
-    """Bool per item: both outputs yield an answer under ``rule`` (or a task name) and they agree."""
-    r = _rule(rule)
-    try:
-        return _native.agreement(text_column(teacher_outputs, "teacher_outputs"),
-                                 text_column(student_outputs, "student_outputs"), r.kind,
-                                 list(r.labels), r.tolerance, num_threads)
-    except (TypeError, ValueError) as exc:
-        raise KdlensError(f"cannot compute agreement: {exc}") from exc
-
-
-def agreement(teacher_outputs: Any, student_outputs: Any, rule: AnswerRule | str,
-              num_threads: int | None = None) -> float:
-    """Teacher-student agreement rate in percent (an item without an answer on either side never
-    agrees), the paper's section 6 metric."""
-    per_item = agreement_per_item(teacher_outputs, student_outputs, rule, num_threads)
-    return 100.0 * float(per_item.mean()) if len(per_item) else float("nan")
-
-
-def is_correct(outputs: Any, golds: Any, rule: AnswerRule | str,
-               num_threads: int | None = None) -> np.ndarray:
-    """Bool per item: the answer extracted from the output matches the gold answer."""
-    r = _rule(rule)
-    if not isinstance(golds, list) and isinstance(golds, np.ndarray) and golds.dtype.kind in "fiu":
-        golds = [repr(float(g)) for g in golds.tolist()]
-    try:
-        return _native.correct(text_column(outputs, "outputs"), text_column(golds, "golds"), r.kind,
-                               list(r.labels), r.tolerance, num_threads)
-    except (TypeError, ValueError) as exc:
-        raise KdlensError(f"cannot score answers: {exc}") from exc
-
-
-def accuracy(outputs: Any, golds: Any, rule: AnswerRule | str, num_threads: int | None = None) -> float:
-    """Accuracy in percent against gold answers, with the paper's extraction rules."""
-    ok = is_correct(outputs, golds, rule, num_threads)
-    return 100.0 * float(ok.mean()) if len(ok) else float("nan")
