@@ -136,6 +136,10 @@ def test_a_text_over_the_size_limit_is_refused_naming_the_row(tmp_path, capsys, 
 
 def test_fidelity_output_folder_errors(tmp_path, capsys):
     t, s, _ = _inputs(tmp_path)
+    (tmp_path / "dir.parquet").mkdir()  # F8: a folder where a generation file should be
+    assert main(_args(tmp_path / "dir.parquet", s, str(tmp_path / "o"))) == 2
+    assert "teacher file " + str(tmp_path / "dir.parquet") + ": is a folder, not a generation file" in \
+        capsys.readouterr().err
     (tmp_path / "afile").write_text("x")
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")

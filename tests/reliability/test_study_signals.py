@@ -108,3 +108,17 @@ def test_killed_runner_leaves_no_study_process(tmp_path, sig, nproc):
         for line in _study_processes(runner.pid):
             os.kill(int(line.split()[0]), signal.SIGKILL)
         runner.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_an_incomplete_study_says_so_on_stderr(tmp_path):
+    """U15: the "study is incomplete" error went to stdout. A model folder that passes the plan-time
+    check (it has a config.json) but cannot load makes its units fail."""
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{not json")
+    (tmp_path / "s.toml").write_text(LONG_STUDY.replace('students = ["tiny-s1"]', f'students = ["{tmp_path}/broken"]'))
+    done = subprocess.run(kdlens_cmd("study", "s.toml", "-o", "S", "--no-progress"), cwd=tmp_path, env=kdlens_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1
+    assert "kdlens: error: the study is incomplete" in done.stderr
+    assert "the study is incomplete" not in done.stdout

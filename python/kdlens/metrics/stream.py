@@ -255,7 +255,8 @@ class _Side:
 
 def _inspect(path: Path, label: str) -> _Side:
     if not path.is_file():
-        raise KdlensError(f"{label} file {path}: no such file")
+        what = "is a folder, not a generation file" if path.is_dir() else "no such file"
+        raise KdlensError(f"{label} file {path}: {what}")
     names = _schema_names(path)
     missing = [c for c in ("task", "id", "output") if c not in names]
     if missing:
