@@ -113,7 +113,6 @@ def check_study(cfg, where: str = "study config") -> None:
     from kdlens.eval.tasks import resolve_tasks
 
     check_models(cfg, where)
-
     try:
         resolve_tasks(list(cfg.task.eval_tasks))
     except KdlensError as exc:
