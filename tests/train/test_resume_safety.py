@@ -76,3 +76,16 @@ def test_resume_after_the_last_checkpoint_gives_the_same_result(base_cfg, task_d
     assert [strip(r) for r in rows(tmp_path / "part")] == [strip(r) for r in rows(tmp_path / "full")]
     saved = json.loads((tmp_path / "part" / "result.json").read_text())
     assert saved["train_loss"] == full.train_loss
+
+
+def test_resume_removes_what_a_killed_run_left_half_written(base_cfg, task_dir, tmp_path):
+    """D10: a kill while a checkpoint, best/ or final/ was being written left its temporary folder."""
+    kw = {"student": "tiny:tiny-s2", "lora": False, "max_steps": 4, "save_every": 2}
+    assert train(base_cfg(task_dir, tmp_path / "r", stop_after_steps=2, **kw)).status == "stopped"
+    stale = [tmp_path / "r" / "checkpoints" / ".step-3.tmp", tmp_path / "r" / ".best.old",
+             tmp_path / "r" / ".final.tmp"]
+    for folder in stale:
+        folder.mkdir()
+        (folder / "half.safetensors").write_bytes(b"x")
+    assert train(base_cfg(task_dir, tmp_path / "r", resume=True, **kw)).status == "complete"
+    assert not [p for p in stale if p.exists()]

@@ -118,6 +118,17 @@ def save_checkpoint(ckpt_root: Path, step: int, *, model, optimizer, scheduler, 
     return final
 
 
+def remove_partial(run_dir: Path) -> None:
+    """Remove the temporary folders a killed run left: ``checkpoints/.step-<k>.tmp`` and the staging
+    and swapped-out copies of ``best/`` and ``final/`` (``.best.tmp``, ``.best.old``, ...)."""
+    ckpt_root = run_dir / "checkpoints"
+    stale = list(ckpt_root.glob(".step-*.tmp")) if ckpt_root.is_dir() else []
+    stale += [run_dir / f".{name}.{kind}" for name in ("best", "final") for kind in ("tmp", "old")]
+    for path in stale:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def latest_checkpoint(ckpt_root: Path) -> Path | None:
     if not ckpt_root.is_dir():
         return None

@@ -150,6 +150,9 @@ class Trainer(StepOrder, OnPolicySampler, StepLoss):
         ckpt_root = self.out / "checkpoints"
         metrics_path = self.out / "metrics.jsonl"
         start_step, best_val, best_step, tokens_total, last_loss = 0, None, None, 0, None
+        if dist.rank == 0:
+            ckpt_io.remove_partial(self.out)  # what a killed run left half-written
+        dist.barrier()
         latest = ckpt_io.latest_checkpoint(ckpt_root)
         if latest is not None:
             state = ckpt_io.load_checkpoint(latest, model=self.student, optimizer=self.optimizer,
