@@ -61,7 +61,7 @@ def chunk_rows_for(n_rows: int, vocab: int, chunk_bytes: int, bytes_per_element:
 RowsFn = Callable[..., "tuple[torch.Tensor, torch.Tensor | None]"]
 
 
-def triton_rows_fn(objective_id, temperature, kd_coef, ce_coef, beta, noise_sigma, noise_seed) -> RowsFn:
+def triton_rows_fn(objective_id, temperature, kd_coef, ce_coef, mix, noise_sigma, noise_seed) -> RowsFn:
     """The element-wise step backed by the Triton row kernel (gradient written into ``grad_buf`` when it
     is given; the teacher workspace ``z_t`` is private, so the noisy teacher logits overwrite it)."""
     from kdlens.kernels.kd_logits import kd_rows
@@ -69,7 +69,7 @@ def triton_rows_fn(objective_id, temperature, kd_coef, ce_coef, beta, noise_sigm
     def rows_fn(z_s, z_t, weight, labels, row_offset, grad_buf):
         losses = kd_rows(
             z_s, z_t, weight, vocab=z_s.shape[1], objective_id=objective_id, temperature=temperature,
-            kd_coef=kd_coef, ce_coef=ce_coef, labels=labels, beta=beta, noise_sigma=noise_sigma,
+            kd_coef=kd_coef, ce_coef=ce_coef, labels=labels, mix=mix, noise_sigma=noise_sigma,
             noise_seed=noise_seed, row_offset=row_offset, grad_out=grad_buf, teacher_workspace=z_t,
         )
         return losses, grad_buf

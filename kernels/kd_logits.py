@@ -34,13 +34,16 @@ import torch
 import triton
 import triton.language as tl
 
-FORWARD_KL: tl.constexpr = tl.constexpr(0)
-REVERSE_KL: tl.constexpr = tl.constexpr(1)
-JSD: tl.constexpr = tl.constexpr(2)
-TVD: tl.constexpr = tl.constexpr(3)
-SKEW_FORWARD_KL: tl.constexpr = tl.constexpr(4)
-SKEW_REVERSE_KL: tl.constexpr = tl.constexpr(5)
-SYMMETRIC_KL: tl.constexpr = tl.constexpr(6)
+from kdlens.objectives import KERNEL_IDS  # the one objective table
+
+# the OBJECTIVE constexpr takes these ids (kdlens.objectives.OBJECTIVE_TABLE)
+FORWARD_KL: tl.constexpr = tl.constexpr(KERNEL_IDS["forward_kl"])
+REVERSE_KL: tl.constexpr = tl.constexpr(KERNEL_IDS["reverse_kl"])
+JSD: tl.constexpr = tl.constexpr(KERNEL_IDS["jsd"])
+TVD: tl.constexpr = tl.constexpr(KERNEL_IDS["tvd"])
+SKEW_FORWARD_KL: tl.constexpr = tl.constexpr(KERNEL_IDS["skew_forward_kl"])
+SKEW_REVERSE_KL: tl.constexpr = tl.constexpr(KERNEL_IDS["skew_reverse_kl"])
+SYMMETRIC_KL: tl.constexpr = tl.constexpr(KERNEL_IDS["symmetric_kl"])
 
 
 @triton.jit
@@ -64,7 +67,7 @@ def _load_scaled(s_row, t_row, tw_row, cols, mask, inv_t, sigma, seed, row,
 
 
 @triton.jit
-def _terms(a, b, m_a, log_s_a, m_b, log_s_b, mask, beta, log_beta, log_1m_beta, OBJECTIVE: tl.constexpr):
+def _terms(a, b, m_a, log_s_a, m_b, log_s_b, mask, mix, log_mix, log_1m_mix, OBJECTIVE: tl.constexpr):
     """Per-element loss term l and h = q * dKD/dq for one block (0 outside the row); also q.
 
     lq = (a - max) - log(sum): never form lse = max + log(sum), whose rounding at |max| ~ 100 (ulp 1e-5)
@@ -74,38 +77,38 @@ def _terms(a, b, m_a, log_s_a, m_b, log_s_b, mask, beta, log_beta, log_1m_beta, 
     q = tl.exp(lq)
     p = tl.exp(lp)
     lp_safe = tl.where(p > 0.0, lp, 0.0)  # p = 0 (teacher logit -inf) contributes 0 to p * log(p / .)
-    if OBJECTIVE == 0:  # forward KL(p || q)
+    if OBJECTIVE == FORWARD_KL:  # forward KL(p || q)
         term = p * (lp_safe - lq)
         h = -p
-    elif OBJECTIVE == 1:  # reverse KL(q || p)
+    elif OBJECTIVE == REVERSE_KL:  # reverse KL(q || p)
         term = q * (lq - lp)
         h = term
-    elif OBJECTIVE == 2:  # JSD(beta), m = beta p + (1 - beta) q
-        x1 = lp + log_beta
-        x2 = lq + log_1m_beta
+    elif OBJECTIVE == JSD:  # JSD(beta), m = beta p + (1 - beta) q, mix = beta
+        x1 = lp + log_mix
+        x2 = lq + log_1m_mix
         mx = tl.maximum(x1, x2)
         lm = mx + tl.log(tl.exp(x1 - mx) + tl.exp(x2 - mx))
-        term = beta * p * (lp_safe - lm) + (1.0 - beta) * q * (lq - lm)
-        h = (1.0 - beta) * q * (lq - lm)
-    elif OBJECTIVE == 3:  # TVD
+        term = mix * p * (lp_safe - lm) + (1.0 - mix) * q * (lq - lm)
+        h = (1.0 - mix) * q * (lq - lm)
+    elif OBJECTIVE == TVD:  # TVD
         d = q - p
         term = 0.5 * tl.abs(d)
         sgn = tl.where(d > 0, 1.0, tl.where(d < 0, -1.0, 0.0))
         h = 0.5 * q * sgn
-    elif OBJECTIVE == 4:  # skew forward KL: m = alpha p + (1 - alpha) q (beta holds alpha)
-        x1 = lp + log_beta
-        x2 = lq + log_1m_beta
+    elif OBJECTIVE == SKEW_FORWARD_KL:  # skew forward KL: m = alpha p + (1 - alpha) q (mix = alpha)
+        x1 = lp + log_mix
+        x2 = lq + log_1m_mix
         mx = tl.maximum(x1, x2)
         lm = mx + tl.log(tl.exp(x1 - mx) + tl.exp(x2 - mx))
         term = p * (lp_safe - lm)
-        h = -(1.0 - beta) * tl.exp(lq + lp - lm)
-    elif OBJECTIVE == 5:  # skew reverse KL: m = alpha q + (1 - alpha) p (beta holds alpha)
-        x1 = lq + log_beta
-        x2 = lp + log_1m_beta
+        h = -(1.0 - mix) * tl.exp(lq + lp - lm)
+    elif OBJECTIVE == SKEW_REVERSE_KL:  # skew reverse KL: m = alpha q + (1 - alpha) p (mix = alpha)
+        x1 = lq + log_mix
+        x2 = lp + log_1m_mix
         mx = tl.maximum(x1, x2)
         lm = mx + tl.log(tl.exp(x1 - mx) + tl.exp(x2 - mx))
         term = q * (lq - lm)
-        h = term - beta * tl.exp(2.0 * lq - lm)
+        h = term - mix * tl.exp(2.0 * lq - lm)
     else:  # symmetric KL(p || q) + KL(q || p)
         term = (p - q) * (lp - lq)
         h = q * (lq - lp) - p
@@ -119,7 +122,7 @@ def _terms(a, b, m_a, log_s_a, m_b, log_s_b, mask, beta, log_beta, log_1m_beta, 
 def kd_rows_kernel(
     s_ptr, s_stride, t_ptr, t_stride, tw_ptr, tw_stride, grad_ptr, grad_stride,
     weight_ptr, label_ptr, loss_ptr,
-    V, inv_t, kd_coef, ce_coef, beta, log_beta, log_1m_beta, sigma, seed, row_offset,
+    V, inv_t, kd_coef, ce_coef, mix, log_mix, log_1m_mix, sigma, seed, row_offset,
     OBJECTIVE: tl.constexpr, HAS_NOISE: tl.constexpr, HAS_CE: tl.constexpr, WRITE_GRAD: tl.constexpr,
     BLOCK_V: tl.constexpr,
 ):
@@ -167,14 +170,14 @@ def kd_rows_kernel(
         # pass 2: loss and c = sum h (forward KL knows c = -1 and takes its loss in pass 3)
         kd = 0.0
         c = -1.0
-        if OBJECTIVE != 0:
+        if OBJECTIVE != FORWARD_KL:
             c = 0.0
             for start in range(0, V, BLOCK_V):
                 cols = start + tl.arange(0, BLOCK_V)
                 mask = cols < V
                 z_s, a, b = _load_scaled(s_row, t_row, tw_row, cols, mask, inv_t, sigma, seed, row, HAS_NOISE,
                                          False)
-                term, h, q = _terms(a, b, m_a, log_s_a, m_b, log_s_b, mask, beta, log_beta, log_1m_beta, OBJECTIVE)
+                term, h, q = _terms(a, b, m_a, log_s_a, m_b, log_s_b, mask, mix, log_mix, log_1m_mix, OBJECTIVE)
                 kd += tl.sum(term, 0)
                 c += tl.sum(h, 0)
 
@@ -185,15 +188,15 @@ def kd_rows_kernel(
             label = tl.load(label_ptr + local).to(tl.int64)
             label_ok = (label >= 0) & (label < V)
             z_label = tl.load(s_row + label, mask=label_ok, other=0.0).to(tl.float32)
-        if WRITE_GRAD or OBJECTIVE == 0:
+        if WRITE_GRAD or OBJECTIVE == FORWARD_KL:
             kd_scale = w * kd_coef * inv_t
             for start in range(0, V, BLOCK_V):
                 cols = start + tl.arange(0, BLOCK_V)
                 mask = cols < V
                 z_s, a, b = _load_scaled(s_row, t_row, tw_row, cols, mask, inv_t, sigma, seed, row, HAS_NOISE,
                                          False)
-                term, h, q = _terms(a, b, m_a, log_s_a, m_b, log_s_b, mask, beta, log_beta, log_1m_beta, OBJECTIVE)
-                if OBJECTIVE == 0:
+                term, h, q = _terms(a, b, m_a, log_s_a, m_b, log_s_b, mask, mix, log_mix, log_1m_mix, OBJECTIVE)
+                if OBJECTIVE == FORWARD_KL:
                     kd += tl.sum(term, 0)
                 if WRITE_GRAD:
                     grad = kd_scale * (h - q * c)
@@ -238,7 +241,7 @@ def kd_rows(
     kd_coef: float,
     ce_coef: float = 0.0,
     labels: torch.Tensor | None = None,
-    beta: float = 0.5,
+    mix: float = 0.5,
     noise_sigma: float = 0.0,
     noise_seed: int = 0,
     row_offset: int = 0,
@@ -248,7 +251,7 @@ def kd_rows(
     """Launch the row kernel on 2-D logits ``[n, >= vocab]`` (unit column stride): returns fp32 ``[n]``
     weighted row losses; writes the student gradient into ``grad_out`` (``[n, >= vocab]``, any float
     dtype, may be ``student_logits`` itself) when given, and skips the gradient pass otherwise.
-    ``beta`` carries the skew objectives' alpha. With noise, the noisy scaled teacher logits are written
+    ``mix`` is the objective's mixture weight: JSD's beta, the skew objectives' alpha. With noise, the noisy scaled teacher logits are written
     once into ``teacher_workspace`` (fp32 ``[n, >= vocab]``; may be ``teacher_logits`` when that is a
     private fp32 buffer; a temporary is allocated when None)."""
     import math
@@ -275,7 +278,7 @@ def kd_rows(
     kd_rows_kernel[(n,)](
         student_logits, student_logits.stride(0), teacher_logits, teacher_logits.stride(0),
         workspace, workspace.stride(0), grad, grad.stride(0), row_weight, label_arg, losses,
-        vocab, 1.0 / temperature, kd_coef, ce_coef, beta, math.log(beta), math.log1p(-beta),
+        vocab, 1.0 / temperature, kd_coef, ce_coef, mix, math.log(mix), math.log1p(-mix),
         noise_sigma, noise_seed, row_offset,
         OBJECTIVE=objective_id, HAS_NOISE=has_noise, HAS_CE=has_ce, WRITE_GRAD=write_grad,
         BLOCK_V=block, num_warps=warps,

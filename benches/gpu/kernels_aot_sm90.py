@@ -22,7 +22,7 @@ from triton.compiler import ASTSource  # noqa: E402
 from kdlens.kernels.kd_logits import kd_rows_kernel  # noqa: E402
 
 CONSTEXPRS = ["OBJECTIVE", "HAS_NOISE", "HAS_CE", "WRITE_GRAD", "BLOCK_V"]
-FLOATS = {"inv_t", "kd_coef", "ce_coef", "beta", "log_beta", "log_1m_beta", "sigma"}
+FLOATS = {"inv_t", "kd_coef", "ce_coef", "mix", "log_mix", "log_1m_mix", "sigma"}
 CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
 
 

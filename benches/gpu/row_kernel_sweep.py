@@ -48,7 +48,7 @@ def main() -> None:
                 def call():
                     z_t.copy_(z_t0)  # the noisy pass overwrites the teacher workspace
                     return kd_logits.kd_rows(z_s, z_t, weight, vocab=args.vocab, objective_id=2, temperature=1.0,
-                                             kd_coef=1.0, beta=0.5, noise_sigma=sigma, noise_seed=3,
+                                             kd_coef=1.0, mix=0.5, noise_sigma=sigma, noise_seed=3,
                                              grad_out=grad, teacher_workspace=z_t)
 
                 row = {"bench": "row_kernel", "objective": "jsd", "rows": args.rows, "vocab": args.vocab,
@@ -63,7 +63,7 @@ def main() -> None:
                         z_t.copy_(z_t0)
                         b.record()
                         kd_logits.kd_rows(z_s, z_t, weight, vocab=args.vocab, objective_id=2, temperature=1.0,
-                                          kd_coef=1.0, beta=0.5, noise_sigma=sigma, noise_seed=3, grad_out=grad,
+                                          kd_coef=1.0, mix=0.5, noise_sigma=sigma, noise_seed=3, grad_out=grad,
                                           teacher_workspace=z_t)
                         c.record()
                         torch.cuda.synchronize()

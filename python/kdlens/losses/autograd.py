@@ -19,7 +19,7 @@ def _kernel_args(opts: KDOptions) -> dict:
         temperature=opts.temperature,
         kd_coef=opts.kd_coef,
         ce_coef=opts.ce_weight,
-        beta=opts.beta if opts.objective == "jsd" else opts.alpha,
+        mix=opts.mix,
         noise_sigma=opts.noise_sigma,
         noise_seed=int(opts.noise_seed),
     )

@@ -22,6 +22,10 @@ from kdlens.errors import KdlensError
 from kdlens.kernels.kd_fused_linear import chunk_rows_for, linear_kd_chunks
 from kdlens.losses.noise import philox_randn
 from kdlens.losses.options import KDOptions
+from kdlens.objectives import KERNEL_IDS
+
+_FKL, _RKL, _JSD, _TVD, _SKEW_FKL, _SKEW_RKL = (
+    KERNEL_IDS[n] for n in ("forward_kl", "reverse_kl", "jsd", "tvd", "skew_forward_kl", "skew_reverse_kl"))
 
 
 def chunk_loss_and_grad(
@@ -35,10 +39,11 @@ def chunk_loss_and_grad(
     inv_t: float,
     kd_coef: float,
     ce_coef: float,
-    beta: float,
+    mix: float,
     write_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Weighted per-row losses [c] and dLoss/dz_s [c, V] (fp32) for one chunk; ``beta`` carries alpha for skews.
+    """Weighted per-row losses [c] and dLoss/dz_s [c, V] (fp32) for one chunk; ``mix`` is the objective's
+    mixture weight (JSD's beta, the skew objectives' alpha), ``objective_id`` its kernel id.
 
     ``noise`` is sigma * eps for the chunk's rows (from ``chunk_noise``) or None; it is generated outside
     this function because inductor takes minutes to compile the 10 Philox rounds."""
@@ -60,36 +65,36 @@ def chunk_loss_and_grad(
     # a teacher probability of 0 (logit -inf) contributes 0 to p * log(p / .), never 0 * -inf = NaN:
     # the objectives with such terms read lp clamped to the lowest finite float (p = 0 there already),
     # in place, so eager mode pays one pass and no temporary
-    lp_safe = lp.clamp_min_(torch.finfo(lp.dtype).min) if objective_id in (0, 2, 4) else lp
+    lp_safe = lp.clamp_min_(torch.finfo(lp.dtype).min) if objective_id in (_FKL, _JSD, _SKEW_FKL) else lp
     scale = (weight * (kd_coef * inv_t)).unsqueeze(-1)
     grad = None
-    if objective_id == 0:  # forward KL(p || q): sum p (lp - lq); d/dz_s = (q - p) / T
+    if objective_id == _FKL:  # forward KL(p || q): sum p (lp - lq); d/dz_s = (q - p) / T
         row_loss = kd_coef * (lp_safe - lq).mul_(p).sum(-1)
         if write_grad:
             grad = q.sub_(p).mul_(scale)
-    elif objective_id == 1:  # reverse KL(q || p): h = q (lq - lp), c = sum h; d/dz_s = (h - q c) / T
+    elif objective_id == _RKL:  # reverse KL(q || p): h = q (lq - lp), c = sum h; d/dz_s = (h - q c) / T
         h = (lq - lp).mul_(q)
         c = h.sum(-1, keepdim=True)
         row_loss = kd_coef * c.squeeze(-1)
         if write_grad:
             grad = h.sub_(q.mul_(c)).mul_(scale)
     else:
-        if objective_id in (2, 4):  # jsd(beta) / skew forward KL(alpha): m = beta p + (1 - beta) q
-            lm = torch.logaddexp(lp + math.log(beta), lq + math.log1p(-beta))
-            if objective_id == 2:
-                term = beta * p * (lp_safe - lm) + (1.0 - beta) * q * (lq - lm)
-                h = (1.0 - beta) * q * (lq - lm)
+        if objective_id in (_JSD, _SKEW_FKL):  # jsd(beta) / skew forward KL(alpha): m = mix p + (1 - mix) q
+            lm = torch.logaddexp(lp + math.log(mix), lq + math.log1p(-mix))
+            if objective_id == _JSD:
+                term = mix * p * (lp_safe - lm) + (1.0 - mix) * q * (lq - lm)
+                h = (1.0 - mix) * q * (lq - lm)
             else:
                 term = p * (lp_safe - lm)
-                h = -(1.0 - beta) * torch.exp(lq + lp - lm)
-        elif objective_id == 3:
+                h = -(1.0 - mix) * torch.exp(lq + lp - lm)
+        elif objective_id == _TVD:
             term = 0.5 * (q - p).abs()
             h = 0.5 * q * torch.sign(q - p)
-        elif objective_id == 5:  # skew reverse KL(alpha): m = alpha q + (1 - alpha) p
-            lm = torch.logaddexp(lq + math.log(beta), lp + math.log1p(-beta))
+        elif objective_id == _SKEW_RKL:  # skew reverse KL(alpha): m = mix q + (1 - mix) p
+            lm = torch.logaddexp(lq + math.log(mix), lp + math.log1p(-mix))
             term = q * (lq - lm)
-            h = term - beta * torch.exp(2.0 * lq - lm)
-        else:
+            h = term - mix * torch.exp(2.0 * lq - lm)
+        else:  # symmetric KL
             term = (p - q) * (lp - lq)
             h = q * (lq - lp) - p
         row_loss = kd_coef * term.sum(-1)
@@ -152,7 +157,7 @@ def _kwargs(opts: KDOptions, write_grad: bool) -> dict:
         inv_t=1.0 / opts.temperature,
         kd_coef=opts.kd_coef,
         ce_coef=opts.ce_weight,
-        beta=opts.beta if opts.objective == "jsd" else opts.alpha,
+        mix=opts.mix,
         write_grad=write_grad,
     )
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from kdlens.errors import KdlensError
-from kdlens.objectives import KERNEL_IDS
+from kdlens.objectives import KERNEL_IDS, OBJECTIVES as OBJECTIVE_ROWS
 
 # Objective name -> integer id used as a tl.constexpr in the Triton kernel (from kdlens.objectives).
 OBJECTIVES = KERNEL_IDS
@@ -67,6 +67,13 @@ class KDOptions:
     @property
     def objective_id(self) -> int:
         return OBJECTIVES[self.objective]
+
+    @property
+    def mix(self) -> float:
+        """The objective's mixture weight, as the objective table names it: JSD's ``beta``, the skew
+        objectives' ``alpha`` ("mix"); 0.5 (unused) for the others."""
+        parameter = OBJECTIVE_ROWS[self.objective].extra_parameter
+        return self.beta if parameter == "beta" else self.alpha if parameter == "mix" else 0.5
 
     @property
     def kd_coef(self) -> float:
