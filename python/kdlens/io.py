@@ -247,12 +247,16 @@ def output_set(path: str | os.PathLike, *, names: Iterable[str], what: str,
     _check_replaceable(final, names, carry, what)
     staging = final.with_name(f".{final.name}.kdlens-new-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
     try:
+        staging.mkdir()
         yield staging
         if final.is_dir():
             _carry_over(final, staging, carry)
         _publish(staging, final)
+    except OSError as exc:  # name the output the user gave, not the staging folder or "no file"
+        if exc.errno is not None and (exc.filename is None or str(staging) in str(exc.filename)):
+            raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(final)) from exc
+        raise
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

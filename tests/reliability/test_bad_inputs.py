@@ -179,8 +179,16 @@ def test_read_only_and_full_file_systems_are_one_line_errors(tmp_path, capsys, m
     """D7 on real file systems: a read-only mount and a 64 KiB one that fills up."""
     ro = mounted("ro", "ro,size=1m")
     code = main(["report", "--paper-results", PR, "--bootstrap", "0", "-o", str(ro / "out")])
-    _check_one_line_error(code, capsys.readouterr().err, "Read-only file system")
+    _check_one_line_error(code, capsys.readouterr().err, f"{ro / 'out'}: Read-only file system")
     full = mounted("full", "size=64k")
     code = main(["report", "--paper-results", PR, "--bootstrap", "0", "-o", str(full / "out")])
-    _check_one_line_error(code, capsys.readouterr().err, "No space left on device")
+    _check_one_line_error(code, capsys.readouterr().err, f"{full / 'out'}: No space left on device")
     assert list(full.iterdir()) == []  # nothing half-written is left on the full disk
+    from kdlens.demo import write_demo_inputs  # fidelity (F41, F42): 4000 demo pairs do not fit in 64 KiB
+
+    teacher, student = write_demo_inputs(tmp_path / "demo", n=4000)
+    for out, message in [(ro / "f", f"{ro / 'f'}: Read-only file system"),
+                         (full / "f", "No space left on device; free some space")]:
+        code = main(["fidelity", str(teacher), str(student), "-o", str(out), "--no-progress"])
+        _check_one_line_error(code, capsys.readouterr().err, message)
+    assert list(full.iterdir()) == []
