@@ -117,6 +117,20 @@ def test_bad_generation_files_are_one_line_errors(tmp_path, capsys, name, edit, 
     assert not (tmp_path / "OUT").exists() and staging_leftovers(tmp_path) == []
 
 
+def test_non_utf8_csv_names_the_line(tmp_path, capsys):
+    """F20/F21: a non-UTF-8 byte in a CSV (early or late) was reported without a line number."""
+    t, s, _ = _inputs(tmp_path)
+    for line in (3, 250):
+        frame = pl.read_ndjson(t)
+        frame.write_csv(tmp_path / "t.csv")
+        lines = _lines(tmp_path / "t.csv")
+        lines[line - 1] = lines[line - 1].replace(b",", b",\xff", 1)
+        _put(tmp_path / "t.csv", lines)
+        assert main(_args(tmp_path / "t.csv", s, str(tmp_path / "OUT"))) == 2
+        err = capsys.readouterr().err
+        assert f"t.csv: line {line} is not UTF-8 text" in err and err.count("\n") == 1, err
+
+
 def test_a_text_over_the_size_limit_is_refused_naming_the_row(tmp_path, capsys, monkeypatch):
     """F34/item 6: one 50 MB output needed 6.4 GB to score; texts over MAX_TEXT_BYTES are refused."""
     import kdlens.metrics.stream as fid

@@ -89,7 +89,7 @@ def _schema_names(path: Path) -> list[str]:
                             names.append(k)
         return names
     except (OSError, ValueError, UnicodeDecodeError) as exc:
-        found = _jsonl_problem(path) if kind == "jsonl" else None
+        found = _text_problem(path, kind)
         raise KdlensError(found or f"{path}: could not be read as {kind}: {exc}") from exc
 
 
@@ -98,17 +98,19 @@ def _not_an_object(path: Path, number: int, record) -> str:
             "object per line (a JSON array of records? write one record per line)")
 
 
-def _jsonl_problem(path: Path) -> str | None:
-    """The first line of a JSONL file that is not UTF-8, not JSON or not an object, described (or None)."""
+def _text_problem(path: Path, kind: str) -> str | None:
+    """The first line of a CSV or JSONL file that is not UTF-8 (JSONL: or not a JSON object), described."""
     import json
 
+    if kind not in ("csv", "jsonl"):
+        return None
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 return f"{path}: line {number} is not UTF-8 text (byte {exc.start} of the line); save it as UTF-8"
-            if not line.strip():
+            if kind == "csv" or not line.strip():
                 continue
             try:
                 record = json.loads(line.rstrip("\r\n"))
@@ -202,7 +204,7 @@ def _iter_batches(path: Path, columns: list[str], rows: int) -> Iterator:
     except KdlensError:
         raise
     except (pa.ArrowException, OSError) as exc:
-        found = _jsonl_problem(path) if kind == "jsonl" else None
+        found = _text_problem(path, kind)
         raise KdlensError(found or f"{path}: could not be read: {exc}") from exc
 
 
