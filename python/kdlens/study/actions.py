@@ -175,25 +175,17 @@ def run_kd(ctx: UnitContext) -> dict:
 
 
 # --------------------------------------------------------------------------------------- eval
-_DECODING_KEYS = ("do_sample", "temperature", "top_k", "top_p", "max_new_tokens", "batch_size")
-
-
 def run_eval(ctx: UnitContext) -> dict:
     from kdlens.eval.run import evaluate
-    from kdlens.eval.decode import Decoding
+    from kdlens.study.validate import evaluate_settings
 
-    opts = dict(ctx.cfg.evaluate)
-    unknown = sorted(set(opts) - set(_DECODING_KEYS) - {"seed", "seeds", "limit", "dtype"})
-    if unknown:
-        raise KdlensError(f"[evaluate] has unknown key(s) {', '.join(unknown)}; known: "
-                          f"{', '.join(_DECODING_KEYS + ('seed', 'seeds', 'limit', 'dtype'))}")
-    seeds = tuple(opts.get("seeds", (opts.get("seed", 6),)))
-    decoding = Decoding(seeds=seeds, **{k: opts[k] for k in _DECODING_KEYS if k in opts})
+    opts = evaluate_settings(ctx.cfg.evaluate)  # the check --dry-run ran too
+    decoding = opts["decoding"]
     task = ctx.dep("task")
     trained = ctx.dep("model")
     result = evaluate(trained["model"], task["eval_tasks"], ctx.dir / "eval", adapter=trained["adapter"],
-                      decoding=decoding, data_dir=task["data_dir"], limit=opts.get("limit"),
-                      dtype=opts.get("dtype"), name=ctx.unit.params["of"], progress=False)
+                      decoding=decoding, data_dir=task["data_dir"], limit=opts["limit"],
+                      dtype=opts["dtype"], name=ctx.unit.params["of"], progress=False)
     scores = [{"task": r["task"], "family": r["family"], "score": r["score"]}
               for r in result.results.iter_rows(named=True) if r["task"] != "Average"]
     return {"eval_dir": str(ctx.dir / "eval"), "scores": scores}

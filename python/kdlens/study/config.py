@@ -117,7 +117,7 @@ class StudyConfig:
     jobs: int = option(1, help="units run in parallel (processes on this machine)", range=(1, 1024))
     # GPUs the units may use (CUDA_VISIBLE_DEVICES ids). Empty: every GPU `nvidia-smi -L` lists (none
     # on a CPU machine). A model unit holds one GPU (a torchrun unit nproc_per_node GPUs) while it runs.
-    devices: tuple[str, ...] = option((), help="GPU ids units may use; empty: every GPU nvidia-smi lists")
+    devices: tuple[str | int, ...] = option((), help="GPU ids units may use; empty: every GPU nvidia-smi lists")
     nproc_per_node: int = option(1, help="processes per training unit (> 1: torchrun, one GPU each)", range=(1, 1024))
     task: TaskSpec = option(default_factory=TaskSpec, help="[task]: the data")
     models: ModelsSpec = option(default_factory=ModelsSpec, help="[models]: teachers, students, pairs")
@@ -173,10 +173,17 @@ def load_study_config(source: str | Path | None = None) -> StudyConfig:
         path = Path(source)
         if not path.is_file():
             raise KdlensError(f"{path}: no such study config (or use a preset: {', '.join(PRESETS)})")
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise KdlensError(f"{path}: not UTF-8 text (byte {exc.start}); save the study config as UTF-8") from None
         where = str(path)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise KdlensError(f"{where}: invalid TOML: {exc}") from exc
-    return study_config_from_dict(data, where)
+    cfg = study_config_from_dict(data, where)
+    from kdlens.study.validate import check_study
+
+    check_study(cfg, where)  # every section and key, before anything runs
+    return cfg
