@@ -142,17 +142,21 @@ def run_eval(ctx: UnitContext) -> dict:
     from kdlens.eval.decode import Decoding
 
     opts = dict(ctx.cfg.evaluate)
-    unknown = sorted(set(opts) - set(_DECODING_KEYS) - {"seed", "seeds", "limit", "dtype"})
+    other = ("seed", "seeds", "limit", "dtype", "template", "response_cut")
+    unknown = sorted(set(opts) - set(_DECODING_KEYS) - set(other))
     if unknown:
         raise KdlensError(f"[evaluate] has unknown key(s) {', '.join(unknown)}; known: "
-                          f"{', '.join(_DECODING_KEYS + ('seed', 'seeds', 'limit', 'dtype'))}")
+                          f"{', '.join(_DECODING_KEYS + other)}")
     seeds = tuple(opts.get("seeds", (opts.get("seed", 6),)))
     decoding = Decoding(seeds=seeds, **{k: opts[k] for k in _DECODING_KEYS if k in opts})
     task = ctx.dep("task")
     trained = ctx.result_of(ctx.unit.params["of"])
     result = evaluate(trained["model"], task["eval_tasks"], ctx.dir / "eval", adapter=trained["adapter"],
                       decoding=decoding, data_dir=task["data_dir"], limit=opts.get("limit"),
-                      dtype=opts.get("dtype"), name=ctx.unit.params["of"], progress=False)
+                      dtype=opts.get("dtype"), name=ctx.unit.params["of"], progress=False,
+                      # the prompts the models were trained on, unless [evaluate] says otherwise
+                      template=opts.get("template", ctx.cfg.train.get("template", "alpaca")),
+                      response_cut=opts.get("response_cut", "instruction"))
     scores = [{"task": r["task"], "family": r["family"], "score": r["score"]}
               for r in result.results.iter_rows(named=True) if r["task"] != "Average"]
     return {"eval_dir": str(ctx.dir / "eval"), "scores": scores}
