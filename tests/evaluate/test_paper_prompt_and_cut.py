@@ -1,3 +1,4 @@
+# ruff: noqa: W291, W293  (the paper's f-strings below keep their trailing spaces: they are the bytes under test)
 """The paper's prompt bytes and response cut, against its own code transcribed.
 
 The functions ``paper_*`` below are transcribed from the paper's repository (LCS2-IIITD/
