@@ -1,6 +1,6 @@
 """sacreBLEU-exact BLEU, computed in Rust: scores, signatures and per-segment statistics.
 
-BLEU follows sacreBLEU 2.6 exactly (tokenizers 13a/intl/char/none, lowercase, smoothing
+BLEU follows sacreBLEU 2.6 exactly (tokenizers 13a/intl/zh/char/none, lowercase, smoothing
 exp/floor/add-k/none, effective order, several references, max n-gram order up to 4): scores agree
 with sacrebleu to within 1e-9 on the 0-100 scale (tests/metrics). Every score carries a signature in
 sacrebleu's format. Per-segment sufficient statistics are exposed as numpy arrays, so per-task
@@ -9,6 +9,10 @@ scores, subsets and bootstrap confidence intervals never re-tokenise.
 Text columns may be Python lists of str, numpy string/object arrays, pyarrow (chunked) arrays or
 Polars Series; Arrow columns are handed to Rust as buffers, lists are read in place. The Rust side
 releases the GIL and uses all cores (``num_threads`` limits it); results do not depend on it.
+
+The tokenizers that need external models (ja-mecab and ko-mecab: MeCab and its dictionaries;
+flores101/flores200/spm: a SentencePiece model) are not built in: asking for one is an error that
+says what sacreBLEU needs installed to compute it.
 
 Tests: ``python -m pytest tests/metrics -q``.
 """
@@ -26,7 +30,15 @@ from kdlens.errors import KdlensError
 from kdlens.metrics.columns import is_column_like, n_rows, text_column
 
 SACREBLEU_VERSION = "2.6.0"  # the version whose numbers (and signature format) kdlens reproduces
-TOKENIZERS = ("13a", "intl", "char", "none")
+TOKENIZERS = ("13a", "intl", "zh", "char", "none")
+# sacreBLEU's tokenizers that need an external model: what to install to use them through sacrebleu
+EXTERNAL_TOKENIZERS = {
+    "ja-mecab": "MeCab and its IPA dictionary: pip install 'sacrebleu[ja]'",
+    "ko-mecab": "MeCab-ko and its dictionary: pip install 'sacrebleu[ko]'",
+    "spm": "sentencepiece and the FLORES-101 model: pip install sentencepiece (sacrebleu downloads the model)",
+    "flores101": "sentencepiece and the FLORES-101 model: pip install sentencepiece (sacrebleu downloads the model)",
+    "flores200": "sentencepiece and the FLORES-200 model: pip install sentencepiece (sacrebleu downloads the model)",
+}
 SMOOTH_DEFAULTS = {"none": None, "floor": 0.1, "add-k": 1, "exp": None}
 MAX_NGRAM_ORDER = 4
 
@@ -69,6 +81,10 @@ def _num_refs(streams: list) -> int | str:
 
 
 def _check_options(tokenize: str, smooth_method: str, max_ngram_order: int) -> None:
+    if tokenize in EXTERNAL_TOKENIZERS:
+        raise KdlensError(f"tokenize={tokenize!r} needs an external model kdlens does not bundle; score "
+                          f"with sacrebleu after installing {EXTERNAL_TOKENIZERS[tokenize]}, or use one of "
+                          f"kdlens's built-in tokenizers: {', '.join(TOKENIZERS)}")
     if tokenize not in TOKENIZERS:
         raise KdlensError(f"unknown tokenize={tokenize!r}; use one of {', '.join(TOKENIZERS)}")
     if smooth_method not in SMOOTH_DEFAULTS:
