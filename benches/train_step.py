@@ -127,8 +127,8 @@ def interleaved(args) -> list[dict]:
     torch.set_num_threads(args.threads)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     work, kw = _setup(args, args.vocab)
-    configs = CONFIGS if not args.device.startswith("cuda") else [(c, "auto" if l == "chunked" else l)
-                                                                  for c, l in CONFIGS]
+    configs = CONFIGS if not args.device.startswith("cuda") else [(c, "auto" if impl == "chunked" else impl)
+                                                                  for c, impl in CONFIGS]
     trainers = {c: _trainer(work, kw, *c) for c in configs}
     for c, tr in trainers.items():  # compile + allocator warm-up on the measured batches' shapes
         _steps(tr, 1, args.warmup, sync)

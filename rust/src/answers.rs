@@ -145,11 +145,15 @@ pub fn outputs_agree(a: &str, b: &str, rule: &Rule) -> bool {
     }
 }
 
-/// Gold comparison. Err(()) when a LastNumber gold is not a number.
-pub fn output_correct(output: &str, gold: &str, rule: &Rule) -> Result<bool, ()> {
+/// A gold answer that a `LastNumber` rule cannot read as a number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GoldNotANumber;
+
+/// Gold comparison. Err when a LastNumber gold is not a number.
+pub fn output_correct(output: &str, gold: &str, rule: &Rule) -> Result<bool, GoldNotANumber> {
     match rule {
         Rule::LastNumber { tolerance } => {
-            let g = parse_float(gold).ok_or(())?;
+            let g = parse_float(gold).ok_or(GoldNotANumber)?;
             Ok(match extract(output, rule) {
                 Some(Answer::Number(_, v)) => (g - v).abs() <= *tolerance,
                 _ => false,

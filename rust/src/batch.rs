@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use rayon::prelude::*;
 
-use crate::answers::{extract, answers_agree, output_correct, Answer, Rule};
+use crate::answers::{answers_agree, extract, output_correct, Answer, GoldNotANumber, Rule};
 use crate::bleu::{compute_bleu, segment_stats, BleuOptions, SegmentScratch, Smooth};
 
 /// Segments per parallel work item: large enough to amortise scheduling, small enough to balance.
@@ -42,22 +42,38 @@ pub fn stats_width(max_order: usize) -> usize {
 
 /// Sufficient statistics of every segment: a row-major (n, 2 + 2*max_order) matrix.
 /// `refs[k][i]` is reference stream k's reference for segment i (None = missing).
-pub fn corpus_stats(hyps: &[&str], refs: &[Vec<Option<&str>>], opts: &BleuOptions) -> Vec<i64> {
+/// Err(i): segment i (the first such) has no reference in any stream.
+pub fn corpus_stats(
+    hyps: &[&str],
+    refs: &[Vec<Option<&str>>],
+    opts: &BleuOptions,
+) -> Result<Vec<i64>, usize> {
     let w = stats_width(opts.max_order);
     let mut out = vec![0i64; hyps.len() * w];
-    out.par_chunks_mut(w * CHUNK).enumerate().for_each_init(
-        || (SegmentScratch::default(), Vec::<Option<&str>>::new()),
-        |(scratch, seg_refs), (c, block)| {
-            let base = c * CHUNK;
-            for (j, row) in block.chunks_mut(w).enumerate() {
-                let i = base + j;
-                seg_refs.clear();
-                seg_refs.extend(refs.iter().map(|stream| stream[i]));
-                segment_stats(hyps[i], seg_refs, opts, scratch, row);
-            }
-        },
-    );
-    out
+    let first_without_reference = out
+        .par_chunks_mut(w * CHUNK)
+        .enumerate()
+        .map_init(
+            || (SegmentScratch::default(), Vec::<Option<&str>>::new()),
+            |(scratch, seg_refs), (c, block)| {
+                let base = c * CHUNK;
+                for (j, row) in block.chunks_mut(w).enumerate() {
+                    let i = base + j;
+                    seg_refs.clear();
+                    seg_refs.extend(refs.iter().map(|stream| stream[i]));
+                    if segment_stats(hyps[i], seg_refs, opts, scratch, row).is_err() {
+                        return Some(i);
+                    }
+                }
+                None
+            },
+        )
+        .flatten()
+        .min();
+    match first_without_reference {
+        Some(i) => Err(i),
+        None => Ok(out),
+    }
 }
 
 /// Column sums of a statistics matrix (integers: exact, order-free).
@@ -69,6 +85,52 @@ pub fn sum_stats(stats: &[i64], width: usize) -> Vec<i64> {
         }
     }
     acc
+}
+
+/// Why a resample-index matrix cannot be scored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResampleError {
+    /// Resamples of zero segments.
+    Empty,
+    /// `value` at (row, col) is not a row index of the n statistics rows.
+    OutOfRange { row: usize, col: usize, value: i64, n: usize },
+}
+
+/// Corpus scores of bootstrap resamples: row r of `resamples` (row-major, `m` indices into the
+/// rows of `stats`) picks the segments of resample r, whose statistics are summed exactly as
+/// integers and scored once (sacrebleu's `_bootstrap_resample` on the same indices).
+pub fn resample_scores(
+    stats: &[i64],
+    max_order: usize,
+    resamples: &[i64],
+    m: usize,
+    smooth: Smooth,
+    effective_order: bool,
+) -> Result<Vec<f64>, ResampleError> {
+    let w = stats_width(max_order);
+    let n = stats.len() / w;
+    if m == 0 {
+        return Err(ResampleError::Empty);
+    }
+    if let Some(k) = resamples.iter().position(|&i| i < 0 || i as usize >= n) {
+        return Err(ResampleError::OutOfRange { row: k / m, col: k % m, value: resamples[k], n });
+    }
+    Ok(resamples
+        .par_chunks(m)
+        .map_init(
+            || vec![0i64; w],
+            |acc, idx| {
+                acc.iter_mut().for_each(|a| *a = 0);
+                for &i in idx {
+                    let row = &stats[i as usize * w..(i as usize + 1) * w];
+                    for (a, v) in acc.iter_mut().zip(row) {
+                        *a += v;
+                    }
+                }
+                compute_bleu(acc, max_order, smooth, effective_order).score
+            },
+        )
+        .collect())
 }
 
 /// Sentence scores of every row of a statistics matrix.
@@ -103,7 +165,7 @@ pub fn agree_all(a: &[&str], b: &[&str], rule: &Rule) -> Vec<bool> {
 
 /// Per-item correctness against gold; Err(i) names the first row whose numeric gold is unreadable.
 pub fn correct_all(outputs: &[&str], golds: &[&str], rule: &Rule) -> Result<Vec<bool>, usize> {
-    let res: Vec<Result<bool, ()>> = outputs
+    let res: Vec<Result<bool, GoldNotANumber>> = outputs
         .par_iter()
         .zip(golds.par_iter())
         .with_min_len(CHUNK)
@@ -119,18 +181,60 @@ mod tests {
 
     #[test]
     fn thread_count_does_not_change_results() {
-        let hyps: Vec<String> = (0..3000).map(|i| format!("the {} cat sat on {} mats, ok.", i % 7, i % 13)).collect();
-        let refs: Vec<String> = (0..3000).map(|i| format!("a {} cat sat on the {} mat.", i % 5, i % 11)).collect();
+        let hyps: Vec<String> =
+            (0..3000).map(|i| format!("the {} cat sat on {} mats, ok.", i % 7, i % 13)).collect();
+        let refs: Vec<String> =
+            (0..3000).map(|i| format!("a {} cat sat on the {} mat.", i % 5, i % 11)).collect();
         let h: Vec<&str> = hyps.iter().map(|s| s.as_str()).collect();
         let r: Vec<Option<&str>> = refs.iter().map(|s| Some(s.as_str())).collect();
         let opts = BleuOptions { tokenizer: TokenizerKind::Tok13a, lowercase: false, max_order: 4 };
-        let one = with_threads(Some(1), || corpus_stats(&h, &[r.clone()], &opts));
-        let two = with_threads(Some(2), || corpus_stats(&h, &[r.clone()], &opts));
-        let three = with_threads(Some(3), || corpus_stats(&h, &[r.clone()], &opts));
+        let one = with_threads(Some(1), || corpus_stats(&h, std::slice::from_ref(&r), &opts).unwrap());
+        let two = with_threads(Some(2), || corpus_stats(&h, std::slice::from_ref(&r), &opts).unwrap());
+        let three = with_threads(Some(3), || corpus_stats(&h, std::slice::from_ref(&r), &opts).unwrap());
         assert_eq!(one, two);
         assert_eq!(one, three);
         let s1 = with_threads(Some(1), || scores_from_stats(&one, 4, Smooth::Exp, true));
         let s2 = with_threads(Some(2), || scores_from_stats(&one, 4, Smooth::Exp, true));
-        assert_eq!(s1.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), s2.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+        assert_eq!(
+            s1.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            s2.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn resample_scores_sum_the_picked_rows_and_score_them() {
+        let hyps = ["the cat sat on the mat", "a dog", "the the the", "on a mat the cat sat"];
+        let refs: Vec<Option<&str>> =
+            ["the cat sat on a mat", "a dog barked", "the cat", "the cat sat on a mat"].map(Some).to_vec();
+        let opts = BleuOptions { tokenizer: TokenizerKind::Tok13a, lowercase: false, max_order: 4 };
+        let stats = corpus_stats(&hyps, &[refs], &opts).unwrap();
+        let resamples: [i64; 12] = [0, 0, 0, 0, 3, 2, 1, 0, 1, 1, 3, 3];
+        let got = resample_scores(&stats, 4, &resamples, 4, Smooth::Exp, false).unwrap();
+        for (r, idx) in resamples.chunks(4).enumerate() {
+            let mut sum = vec![0i64; 10];
+            for &i in idx {
+                for c in 0..10 {
+                    sum[c] += stats[i as usize * 10 + c];
+                }
+            }
+            assert_eq!(got[r].to_bits(), compute_bleu(&sum, 4, Smooth::Exp, false).score.to_bits());
+        }
+        assert_eq!(
+            resample_scores(&stats, 4, &[0, 4], 2, Smooth::Exp, false),
+            Err(ResampleError::OutOfRange { row: 0, col: 1, value: 4, n: 4 })
+        );
+        assert_eq!(resample_scores(&stats, 4, &[], 0, Smooth::Exp, false), Err(ResampleError::Empty));
+    }
+
+    #[test]
+    fn a_segment_without_references_names_the_first_such_row() {
+        let hyps: Vec<String> = (0..1000).map(|i| format!("w{i} x")).collect();
+        let h: Vec<&str> = hyps.iter().map(|s| s.as_str()).collect();
+        let a: Vec<Option<&str>> = (0..1000).map(|i| if i % 300 == 299 { None } else { Some("x") }).collect();
+        let b: Vec<Option<&str>> = (0..1000).map(|i| if i >= 500 { None } else { Some("y") }).collect();
+        let opts = BleuOptions { tokenizer: TokenizerKind::Tok13a, lowercase: false, max_order: 4 };
+        // rows 299, 599 and 899 lack a; b is missing from row 500 on, so 599 is the first with neither
+        assert_eq!(with_threads(Some(2), || corpus_stats(&h, &[a.clone(), b.clone()], &opts)), Err(599));
+        assert_eq!(with_threads(Some(2), || corpus_stats(&h, std::slice::from_ref(&a), &opts)), Err(299));
     }
 }

@@ -4,13 +4,15 @@
 //! kept alive and their UTF-8 bytes borrowed, nothing is copied) or as Arrow-style buffers
 //! `(offsets: int64[n+1], data: uint8[m], valid: bool[n] | None)` borrowed from numpy views of
 //! pyarrow/Polars columns. kdlens.metrics does the conversion; these functions are private API.
+use std::borrow::Cow;
+
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString, PyTuple};
 
 use crate::answers::{answer_text, Rule};
-use crate::batch;
+use crate::batch::{self, ResampleError};
 use crate::bleu::{compute_bleu, BleuOptions, Smooth, MAX_ORDER};
 use crate::tokenize::{tokenize_to_string, TokenizerKind};
 use crate::unicode_tables;
@@ -63,10 +65,7 @@ impl<'py> Column<'py> {
     /// Borrowed views of every row (None = null).
     fn views(&self, what: &str) -> PyResult<Vec<Option<&str>>> {
         match self {
-            Column::List(items) => items
-                .iter()
-                .map(|o| o.as_ref().map(|s| s.to_str()).transpose())
-                .collect(),
+            Column::List(items) => items.iter().map(|o| o.as_ref().map(|s| s.to_str()).transpose()).collect(),
             Column::Arrow { offsets, data, valid } => {
                 let off = offsets.as_slice()?;
                 let bytes = data.as_slice()?;
@@ -80,10 +79,15 @@ impl<'py> Column<'py> {
                 let mut out = Vec::with_capacity(n);
                 for i in 0..n {
                     let (a, b) = (off[i] as usize, off[i + 1] as usize);
-                    if off[i] < 0 || a > b || b > bytes.len() || !text.is_char_boundary(a) || !text.is_char_boundary(b) {
+                    if off[i] < 0
+                        || a > b
+                        || b > bytes.len()
+                        || !text.is_char_boundary(a)
+                        || !text.is_char_boundary(b)
+                    {
                         return Err(PyValueError::new_err(format!("{what}: bad offsets at row {i}")));
                     }
-                    if valid.map_or(true, |v| v[i]) {
+                    if valid.is_none_or(|v| v[i]) {
                         out.push(Some(&text[a..b]));
                     } else {
                         out.push(None);
@@ -100,7 +104,11 @@ fn non_null<'a>(views: Vec<Option<&'a str>>, what: &str) -> PyResult<Vec<&'a str
     for (i, v) in views.into_iter().enumerate() {
         match v {
             Some(s) => out.push(s),
-            None => return Err(PyValueError::new_err(format!("{what}[{i}] is null (None); every row needs a string"))),
+            None => {
+                return Err(PyValueError::new_err(format!(
+                    "{what}[{i}] is null (None); every row needs a string"
+                )))
+            }
         }
     }
     Ok(out)
@@ -120,7 +128,9 @@ fn smooth(method: &str, value: Option<f64>) -> PyResult<Smooth> {
 
 fn check_order(max_order: usize) -> PyResult<()> {
     if max_order == 0 || max_order > MAX_ORDER {
-        return Err(PyValueError::new_err(format!("max_ngram_order must be 1..={MAX_ORDER}, got {max_order}")));
+        return Err(PyValueError::new_err(format!(
+            "max_ngram_order must be 1..={MAX_ORDER}, got {max_order}"
+        )));
     }
     Ok(())
 }
@@ -141,11 +151,8 @@ fn bleu_stats<'py>(
     let opts = BleuOptions { tokenizer: tokenizer_kind(tokenize)?, lowercase, max_order };
     let hyp_col = column(hyps, "hyps")?;
     let hyp_views = non_null(hyp_col.views("hyps")?, "hyps")?;
-    let ref_cols: Vec<Column> = refs
-        .iter()
-        .enumerate()
-        .map(|(k, r)| column(r, &format!("refs[{k}]")))
-        .collect::<PyResult<_>>()?;
+    let ref_cols: Vec<Column> =
+        refs.iter().enumerate().map(|(k, r)| column(r, &format!("refs[{k}]"))).collect::<PyResult<_>>()?;
     let mut streams = Vec::with_capacity(ref_cols.len());
     for (k, c) in ref_cols.iter().enumerate() {
         let v = c.views(&format!("refs[{k}]"))?;
@@ -162,7 +169,14 @@ fn bleu_stats<'py>(
         return Err(PyValueError::new_err("at least one reference stream is needed"));
     }
     let n = hyp_views.len();
-    let flat = py.detach(|| batch::with_threads(num_threads, || batch::corpus_stats(&hyp_views, &streams, &opts)));
+    let flat = py
+        .detach(|| batch::with_threads(num_threads, || batch::corpus_stats(&hyp_views, &streams, &opts)))
+        .map_err(|i| {
+            PyValueError::new_err(format!(
+                "segment {i} has no reference: every reference stream is None there (sacreBLEU \
+                     cannot score it either); give each segment at least one reference"
+            ))
+        })?;
     let arr = PyArray1::from_vec(py, flat);
     Ok(arr.reshape([n, batch::stats_width(max_order)])?.into_any())
 }
@@ -181,19 +195,66 @@ fn scores_from_stats<'py>(
 ) -> PyResult<Bound<'py, PyArray1<f64>>> {
     check_order(max_order)?;
     let sm = smooth(smooth_method, smooth_value)?;
-    let shape = stats.shape();
-    if shape[1] != batch::stats_width(max_order) {
-        return Err(PyValueError::new_err(format!("stats must have {} columns", batch::stats_width(max_order))));
+    let s = stats_matrix(&stats, max_order)?;
+    let out = py.detach(|| {
+        batch::with_threads(num_threads, || batch::scores_from_stats(&s, max_order, sm, effective_order))
+    });
+    Ok(PyArray1::from_vec(py, out))
+}
+
+/// A row-major view of an int64 matrix (copied only when numpy's layout is not C-contiguous).
+/// (`as_slice` alone also accepts Fortran order, whose memory is column-major.)
+fn row_major<'a>(m: &'a PyReadonlyArray2<'_, i64>) -> Cow<'a, [i64]> {
+    match m.as_slice() {
+        Ok(s) if m.is_c_contiguous() => Cow::Borrowed(s),
+        _ => Cow::Owned(m.as_array().iter().copied().collect()),
     }
-    let owned;
-    let s: &[i64] = match stats.as_slice() {
-        Ok(s) => s,
-        Err(_) => {
-            owned = stats.as_array().iter().copied().collect::<Vec<_>>();
-            &owned
-        }
-    };
-    let out = py.detach(|| batch::with_threads(num_threads, || batch::scores_from_stats(s, max_order, sm, effective_order)));
+}
+
+/// A statistics matrix with the columns `max_order` needs, row-major.
+fn stats_matrix<'a>(stats: &'a PyReadonlyArray2<'_, i64>, max_order: usize) -> PyResult<Cow<'a, [i64]>> {
+    let width = batch::stats_width(max_order);
+    if stats.shape()[1] != width {
+        return Err(PyValueError::new_err(format!(
+            "stats must have {width} columns (2 + 2 * max_order), got {}",
+            stats.shape()[1]
+        )));
+    }
+    Ok(row_major(stats))
+}
+
+/// Corpus BLEU of each bootstrap resample: row r of `resamples` holds the row indices (into
+/// `stats`) of resample r's segments; their statistics are summed exactly and scored once.
+#[pyfunction]
+#[pyo3(signature = (stats, resamples, max_order=4, smooth_method="exp", smooth_value=None, effective_order=false, num_threads=None))]
+#[allow(clippy::too_many_arguments)]
+fn resample_scores<'py>(
+    py: Python<'py>,
+    stats: PyReadonlyArray2<'py, i64>,
+    resamples: PyReadonlyArray2<'py, i64>,
+    max_order: usize,
+    smooth_method: &str,
+    smooth_value: Option<f64>,
+    effective_order: bool,
+    num_threads: Option<usize>,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    check_order(max_order)?;
+    let sm = smooth(smooth_method, smooth_value)?;
+    let s = stats_matrix(&stats, max_order)?;
+    let m = resamples.shape()[1];
+    let idx = row_major(&resamples);
+    let out = py
+        .detach(|| {
+            batch::with_threads(num_threads, || {
+                batch::resample_scores(&s, max_order, &idx, m, sm, effective_order)
+            })
+        })
+        .map_err(|e| match e {
+            ResampleError::Empty => PyValueError::new_err("resamples must pick at least one segment each"),
+            ResampleError::OutOfRange { row, col, value, n } => PyValueError::new_err(format!(
+                "resamples[{row}, {col}] = {value} is not a row of stats (0..{n})"
+            )),
+        })?;
     Ok(PyArray1::from_vec(py, out))
 }
 
@@ -213,6 +274,32 @@ fn score_from_row(
     }
     let sc = compute_bleu(&row, max_order, smooth(smooth_method, smooth_value)?, effective_order);
     Ok((sc.score, sc.precisions[..max_order].to_vec(), sc.bp))
+}
+
+/// The parts sacreBLEU's BLEUScore reports for one (summed) statistics row:
+/// (score, precisions, bp, counts, totals), with counts/totals as sacreBLEU has them after add-k.
+#[pyfunction]
+#[pyo3(signature = (row, max_order=4, smooth_method="exp", smooth_value=None, effective_order=false))]
+#[allow(clippy::type_complexity)]
+fn score_parts(
+    row: Vec<i64>,
+    max_order: usize,
+    smooth_method: &str,
+    smooth_value: Option<f64>,
+    effective_order: bool,
+) -> PyResult<(f64, Vec<f64>, f64, Vec<f64>, Vec<f64>)> {
+    check_order(max_order)?;
+    if row.len() != batch::stats_width(max_order) {
+        return Err(PyValueError::new_err(format!("row must have {} values", batch::stats_width(max_order))));
+    }
+    let sc = compute_bleu(&row, max_order, smooth(smooth_method, smooth_value)?, effective_order);
+    Ok((
+        sc.score,
+        sc.precisions[..max_order].to_vec(),
+        sc.bp,
+        sc.counts[..max_order].to_vec(),
+        sc.totals[..max_order].to_vec(),
+    ))
 }
 
 /// sacrebleu's preprocessing + tokenizer, tokens joined by single spaces (for tests and debugging).
@@ -266,9 +353,10 @@ fn agreement<'py>(
     num_threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyArray1<bool>>> {
     let r = rule(kind, labels, tolerance)?;
-    let out = with_row_pairs(a, b, ["teacher", "student"], ["teacher outputs", "student outputs"], |va, vb| {
-        Ok(py.detach(|| batch::with_threads(num_threads, || batch::agree_all(va, vb, &r))))
-    })?;
+    let out =
+        with_row_pairs(a, b, ["teacher", "student"], ["teacher outputs", "student outputs"], |va, vb| {
+            Ok(py.detach(|| batch::with_threads(num_threads, || batch::agree_all(va, vb, &r))))
+        })?;
     Ok(PyArray1::from_vec(py, out))
 }
 
@@ -286,8 +374,9 @@ fn correct<'py>(
 ) -> PyResult<Bound<'py, PyArray1<bool>>> {
     let r = rule(kind, labels, tolerance)?;
     let out = with_row_pairs(outputs, golds, ["outputs", "golds"], ["outputs", "gold answers"], |vo, vg| {
-        py.detach(|| batch::with_threads(num_threads, || batch::correct_all(vo, vg, &r)))
-            .map_err(|i| PyValueError::new_err(format!("gold answer at row {i} ({:?}) is not a number", vg[i])))
+        py.detach(|| batch::with_threads(num_threads, || batch::correct_all(vo, vg, &r))).map_err(|i| {
+            PyValueError::new_err(format!("gold answer at row {i} ({:?}) is not a number", vg[i]))
+        })
     })?;
     Ok(PyArray1::from_vec(py, out))
 }
@@ -304,7 +393,13 @@ fn with_row_pairs<'py, T>(
     let (ca, cb) = (column(a, names[0])?, column(b, names[1])?);
     let (va, vb) = (non_null(ca.views(names[0])?, names[0])?, non_null(cb.views(names[1])?, names[1])?);
     if va.len() != vb.len() {
-        return Err(PyValueError::new_err(format!("{} {} but {} {}", va.len(), counted[0], vb.len(), counted[1])));
+        return Err(PyValueError::new_err(format!(
+            "{} {} but {} {}",
+            va.len(),
+            counted[0],
+            vb.len(),
+            counted[1]
+        )));
     }
     f(&va, &vb)
 }
@@ -339,7 +434,9 @@ fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("REGEX_VERSION", unicode_tables::REGEX_VERSION)?;
     m.add_function(wrap_pyfunction!(bleu_stats, m)?)?;
     m.add_function(wrap_pyfunction!(scores_from_stats, m)?)?;
+    m.add_function(wrap_pyfunction!(resample_scores, m)?)?;
     m.add_function(wrap_pyfunction!(score_from_row, m)?)?;
+    m.add_function(wrap_pyfunction!(score_parts, m)?)?;
     m.add_function(wrap_pyfunction!(tokenize, m)?)?;
     m.add_function(wrap_pyfunction!(py_lower, m)?)?;
     m.add_function(wrap_pyfunction!(char_classes, m)?)?;

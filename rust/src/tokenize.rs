@@ -111,10 +111,7 @@ pub fn py_split_spans(s: &str, out: &mut Vec<(u32, u32)>) {
 // Python str.lower()
 
 fn lower_char_table(cp: u32) -> Option<&'static [u32; 3]> {
-    ut::PY_LOWER
-        .binary_search_by_key(&cp, |&(c, _)| c)
-        .ok()
-        .map(|i| &ut::PY_LOWER[i].1)
+    ut::PY_LOWER.binary_search_by_key(&cp, |&(c, _)| c).ok().map(|i| &ut::PY_LOWER[i].1)
 }
 
 fn is_case_ignorable(c: char) -> bool {
@@ -205,14 +202,8 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 const fn class13a_table() -> [bool; 256] {
     // [\{-\~\[-\` -\&\(-\+\:-\@\/]
     let mut t = [false; 256];
-    let ranges: [(u8, u8); 6] = [
-        (b'{', b'~'),
-        (b'[', b'`'),
-        (b' ', b'&'),
-        (b'(', b'+'),
-        (b':', b'@'),
-        (b'/', b'/'),
-    ];
+    let ranges: [(u8, u8); 6] =
+        [(b'{', b'~'), (b'[', b'`'), (b' ', b'&'), (b'(', b'+'), (b':', b'@'), (b'/', b'/')];
     let mut r = 0;
     while r < ranges.len() {
         let mut b = ranges[r].0;
@@ -588,9 +579,7 @@ pub fn tokenize_to_string(segment: &str, kind: TokenizerKind, lowercase: bool) -
     let mut scratch = TokScratch::default();
     let mut toks = Tokens::default();
     tokenize_into(segment, kind, lowercase, &mut scratch, &mut toks);
-    let parts: Vec<&str> = (0..toks.len())
-        .map(|i| std::str::from_utf8(toks.token(i)).unwrap())
-        .collect();
+    let parts: Vec<&str> = (0..toks.len()).map(|i| std::str::from_utf8(toks.token(i)).unwrap()).collect();
     parts.join(" ")
 }
 

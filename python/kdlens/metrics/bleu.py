@@ -223,15 +223,13 @@ class BLEUStatistics:
         n = len(self.stats)
         if n == 0:
             raise KdlensError("cannot bootstrap an empty set of segments")
+        _check_options(self.tokenize, smooth_method, self.max_ngram_order)
         rng = np.random.default_rng(seed)
         idxs = rng.choice(n, size=(n_bootstrap, n), replace=True)
-        per_chunk = max(1, 4_000_000 // max(n, 1))
-        scores = np.empty(n_bootstrap)
-        for a in range(0, n_bootstrap, per_chunk):
-            sums = self.stats[idxs[a:a + per_chunk]].sum(axis=1)
-            for j, row in enumerate(sums):
-                scores[a + j] = self._score_row(row, smooth_method, smooth_value, use_effective_order)[0]
-        return scores
+        # one native call: exact integer sums per resample and the corpus score, in parallel, GIL released
+        return _native.resample_scores(np.ascontiguousarray(self.stats), np.ascontiguousarray(idxs, dtype=np.int64),
+                                       self.max_ngram_order, smooth_method,
+                                       None if smooth_value is None else float(smooth_value), use_effective_order)
 
     def bootstrap_ci(self, n_bootstrap: int = 1000, seed: int = 12345, smooth_method: str = "exp",
                      smooth_value: float | None = None,

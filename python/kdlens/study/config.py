@@ -15,7 +15,6 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from kdlens.errors import KdlensError
 from kdlens.objectives import OBJECTIVE_NAMES, PAPER_NAMES, TEMPERATURE_ABLATION, paper_name
