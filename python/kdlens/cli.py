@@ -6,10 +6,13 @@ Subcommands are discovered from :mod:`kdlens.commands` (one module each).
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import pkgutil
+import signal
 import sys
+import threading
 from typing import Sequence
 
 from kdlens import __version__, commands
@@ -36,12 +39,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM, raised like SIGINT's KeyboardInterrupt so that every ``finally`` cleans up."""
+
+
+def _raise_stopped(signum, frame):
+    raise Stopped(signal.Signals(signum).name)
+
+
+# What the user can do about an operating-system error while kdlens reads or writes their files.
+_OS_HINTS = {
+    errno.ENOSPC: "free some space or write to another disk",
+    errno.EDQUOT: "free some space or write to another disk",
+    errno.EROFS: "choose an output folder on a writable file system",
+    errno.EACCES: "choose a path you may write to, or fix its permissions",
+    errno.EPERM: "choose a path you may write to, or fix its permissions",
+    errno.EEXIST: "a file is in the way of a folder kdlens needs; choose another output path",
+    errno.ENOTDIR: "a file is in the way of a folder kdlens needs; choose another output path",
+    errno.EISDIR: "a folder is in the way of a file kdlens writes; choose another output path",
+    errno.ENAMETOOLONG: "use a shorter path",
+    errno.EFBIG: "the file system cannot hold a file this large; write to another disk",
+    errno.EMFILE: "raise the open-files limit (ulimit -n)",
+}
+
+
+def os_error_message(exc: OSError) -> str | None:
+    """A one-line message for an environment error (disk full, read-only, ...), or None for others."""
+    hint = _OS_HINTS.get(exc.errno)
+    if hint is None:
+        return None
+    where = exc.filename if exc.filename is not None else "an output file"
+    return f"{where}: {exc.strerror or os.strerror(exc.errno)}; {hint}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 0
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_stopped) if in_main_thread else None
     try:
         return int(args._run(args) or 0)
     except KdlensError as exc:
@@ -50,9 +88,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-    except KeyboardInterrupt:
-        print("kdlens: interrupted; finished work is kept, re-run to resume", file=sys.stderr)
-        return 130
+    except OSError as exc:
+        message = os_error_message(exc)
+        if message is None:
+            raise
+        print(f"kdlens: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
+        stopped_by = "SIGTERM" if isinstance(exc, Stopped) else "SIGINT"
+        print(f"kdlens: stopped by {stopped_by}; unfinished output was removed, finished work is kept. "
+              "Run the same command again to finish", file=sys.stderr)
+        return 143 if isinstance(exc, Stopped) else 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # python -m kdlens.cli

@@ -73,6 +73,8 @@ def _coerce(name: str, value: Any, tp) -> Any:
         raise KdlensError(f"config key {name!r} must be an integer, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if value != value:  # NaN passes every range check, so it is refused here
+                raise KdlensError(f"config key {name!r} must be a number, got nan")
             return float(value)
         raise KdlensError(f"config key {name!r} must be a number, got {value!r}")
     if tp is str:
@@ -152,6 +154,8 @@ def load_toml(path: str | os.PathLike) -> dict[str, Any]:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise KdlensError(f"{p}: not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise KdlensError(f"{p}: not UTF-8 text (byte {exc.start}); save the config as UTF-8") from None
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -24,11 +24,53 @@ def _load_error(what: str, name: str, exc: Exception) -> KdlensError:
     return KdlensError(f"could not load {what} {name!r} from {where}: {type(exc).__name__}: {exc}.{hint}")
 
 
+def _looks_like_path(name: str) -> bool:
+    """A name that can only mean a local folder (a hub id is ``name`` or ``org/name``)."""
+    return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1
+
+
+def check_model_folder(what: str, name: str, marker: tuple[str, ...]) -> None:
+    """A local folder that is missing, or holds none of the ``marker`` files, is a clear error (not a
+    hub lookup or a tokenizer-backend hint)."""
+    path = Path(name).expanduser()
+    if not path.exists():
+        if _looks_like_path(name):
+            raise KdlensError(f"{what} folder {name!r} does not exist; give a folder written by save_pretrained "
+                              "(or a Hugging Face hub id such as org/name)")
+        return
+    if path.is_dir() and not any((path / m).is_file() for m in marker):
+        raise KdlensError(f"{what} folder {name!r} holds no {' or '.join(marker)}; give a folder written by "
+                          "save_pretrained")
+
+
+def pick_device(spec: str | None, local_rank: int = 0, *, option: str = "device"):
+    """``auto`` (or None), ``cpu``, ``cuda``, ``cuda:N``, ... as a torch.device that exists on this
+    machine; a KdlensError naming ``option`` otherwise (checked before any model is loaded)."""
+    import torch
+
+    if spec in (None, "auto"):
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, TypeError):
+        raise KdlensError(f"{option}={spec!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise KdlensError(f"{option}={spec!r} but no CUDA device is available here; use {option}=cpu or auto")
+        if dev.index is None:
+            dev = torch.device(f"cuda:{local_rank}")
+        if dev.index >= torch.cuda.device_count():
+            raise KdlensError(f"{option}={spec!r} but this machine has {torch.cuda.device_count()} CUDA "
+                              f"device(s) (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    return dev
+
+
 def load_tokenizer(name_or_path: str | os.PathLike, *, padding_side: str = "left"):
     """Load a tokenizer; a pad token is set to EOS when the tokenizer has none."""
     from transformers import AutoTokenizer
 
     name = str(name_or_path)
+    check_model_folder("tokenizer", name, ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
     try:
         tok = AutoTokenizer.from_pretrained(name)
     except Exception as exc:
@@ -58,6 +100,7 @@ def load_causal_lm(
     from transformers import AutoModelForCausalLM
 
     name = str(name_or_path)
+    check_model_folder("model", name, ("config.json",))
     try:
         model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype or torch.float32)
     except Exception as exc:

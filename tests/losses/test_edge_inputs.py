@@ -161,3 +161,16 @@ def test_incoming_gradient_scales_and_a_second_backward_is_refused(impl):
                 loss.backward()
     torch.testing.assert_close(grads[1][0], grads[0][0] * 3.5)
     torch.testing.assert_close(grads[1][1], grads[0][1] * 3.5)
+
+
+def test_numpy_inputs_and_an_empty_vocabulary_are_clear_errors():
+    import numpy as np
+
+    with pytest.raises(KdlensError, match=r"student_logits must be a torch.Tensor, got numpy.ndarray"):
+        kd_loss(np.zeros((2, 5)), torch.zeros(2, 5))
+    for impl in IMPLS:
+        with pytest.raises(KdlensError, match="the vocabulary is empty"):
+            kd_loss(torch.zeros(2, 0), torch.zeros(2, 0), implementation=impl)
+        with pytest.raises(KdlensError, match="the vocabulary is empty"):
+            kd_loss(student_hidden=torch.zeros(2, 4), student_weight=torch.zeros(0, 4),
+                    teacher_hidden=torch.zeros(2, 4), teacher_weight=torch.zeros(7, 4), implementation=impl)

@@ -196,3 +196,4 @@ def test_fsdp_with_on_policy_sampling_is_refused_up_front(base_cfg, task_dir, te
                    onpolicy_lambda=0.5, distributed="fsdp")
     with pytest.raises(KdlensError, match="onpolicy_lambda.*fsdp|fsdp.*onpolicy_lambda"):
         Trainer(cfg, DistContext(rank=0, world=1, local_rank=0, device=torch.device("cpu"), kind="fsdp"))
+

@@ -19,15 +19,17 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from pathlib import Path
 
+    from kdlens.io import output_set, write_table_atomic, write_text_atomic
     from kdlens.metrics.pairs import compare, comparison_markdown
-    from kdlens.io import write_table_atomic, write_text_atomic
 
     table = compare(args.teacher_dir, args.student_dir)
     text = comparison_markdown(table)
+    if args.out:  # checked and written before the table is printed: an error is the only output
+        out = Path(args.out)
+        with output_set(out, names=("comparison.parquet", "comparison.md"), what="kdlens comparison") as stage:
+            write_table_atomic(table, stage / "comparison.parquet")
+            write_text_atomic(stage / "comparison.md", text)
     print(text, end="")
     if args.out:
-        out = Path(args.out)
-        write_table_atomic(table, out / "comparison.parquet")
-        write_text_atomic(out / "comparison.md", text)
         print(f"wrote {out}/comparison.parquet, comparison.md")
     return 0

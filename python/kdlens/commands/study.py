@@ -18,6 +18,7 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    import sys
     from pathlib import Path
 
     from kdlens.errors import KdlensError
@@ -36,7 +37,7 @@ def run(args) -> int:
           f"{len(outcome.failed)} failed, {len(outcome.blocked)} blocked, {outcome.elapsed_s:.0f} s")
     if not outcome.ok:
         print(f"kdlens: error: the study is incomplete; fix the failures above and run the same "
-              f"command again to resume ({out})")
+              f"command again to resume ({out})", file=sys.stderr)
         return 1
     print(f"report: {outcome.report_dir / 'report.md'}")
     return 0

@@ -20,6 +20,25 @@ def _offline() -> bool:
                ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
+def _json_problem(path: Path) -> str | None:
+    """Where a .json (one document) or .jsonl (one object per line) file stops being valid JSON."""
+    import json
+
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8 text (byte {exc.start}); save it as UTF-8"
+    docs = [(1, text)] if path.suffix.lower() == ".json" else list(enumerate(text.splitlines(), 1))
+    for first_line, doc in docs:
+        if not doc.strip():
+            continue
+        try:
+            json.loads(doc)
+        except ValueError as exc:
+            return f"invalid JSON at line {first_line + exc.lineno - 1}, column {exc.colno}: {exc.msg}"
+    return None
+
+
 def load_records(
     source: str | os.PathLike,
     required: Sequence[str] = ("instruction", "output"),
@@ -43,10 +62,18 @@ def load_records(
         builder = _BUILDERS.get(path.suffix.lower())
         if builder is None:
             raise KdlensError(f"{path}: unknown data file type; use .json, .jsonl or .parquet")
+        if path.stat().st_size == 0:
+            raise KdlensError(f"{path}: the file is empty; it must hold training records "
+                              "(a JSON list, one JSON object per line, or Parquet)")
+        verbosity = datasets.logging.get_verbosity()
+        datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its parse-error log lines: said below
         try:
             ds = datasets.load_dataset(builder, data_files=str(path), split="train")
         except Exception as exc:
-            raise KdlensError(f"{path}: could not be read as {builder}: {exc}") from exc
+            cause = _json_problem(path) if builder == "json" else None
+            raise KdlensError(f"{path}: could not be read as {builder}: {cause or exc}") from exc
+        finally:
+            datasets.logging.set_verbosity(verbosity)
         origin = str(path)
     else:
         try:

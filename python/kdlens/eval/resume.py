@@ -48,13 +48,20 @@ def _flatten(obj: dict, prefix: str = "") -> dict:
     return flat
 
 
+def _holds_outputs(out_dir: Path, manifest_name: str) -> bool:
+    """Whether a folder holds anything besides its manifest (and empty folders): generations or parts.
+    A run that failed before generating anything (a wrong --model) leaves only the manifest."""
+    return any(p.name != manifest_name and not (p.is_dir() and not any(p.iterdir())) for p in out_dir.iterdir())
+
+
 def check_manifest(out_dir: Path, manifest: dict, name: str = "run.json") -> None:
-    """Refuse to mix outputs of different runs in one folder; write the manifest on first use."""
+    """Refuse to mix outputs of different runs in one folder; write the manifest on first use (a
+    manifest with no outputs next to it is a failed start, and is replaced)."""
     from kdlens.io import write_json_atomic
 
     path = out_dir / name
     manifest = json.loads(json.dumps(manifest, sort_keys=True, default=str))
-    if path.is_file():
+    if path.is_file() and _holds_outputs(out_dir, name):
         previous = json.loads(path.read_text(encoding="utf-8"))
         if previous != manifest:
             old, new = _flatten(previous), _flatten(manifest)

@@ -140,6 +140,11 @@ def evaluate(
     if loaded and (tokenizer is None or name is None):
         raise KdlensError("evaluating a loaded model needs its tokenizer and a name")
     name = name or model_name(model, adapter)
+    if not loaded:  # a device or model folder that cannot work is an error before anything is written
+        from kdlens.models import check_model_folder, pick_device
+
+        dev = pick_device(device, option="--device")
+        check_model_folder("model", str(model), ("config.json", "adapter_config.json"))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = _canonical_data(data)
@@ -162,7 +167,6 @@ def evaluate(
         from kdlens.models import load_causal_lm, load_tokenizer
 
         torch_dtype = getattr(torch, dtype) if dtype else None
-        dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
         tok = tokenizer or load_tokenizer(adapter if adapter is not None and _has_tokenizer(adapter) else model)
         return load_causal_lm(model, adapter=adapter, dtype=torch_dtype, device=dev), tok
 

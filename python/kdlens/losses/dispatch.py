@@ -102,6 +102,14 @@ def kd_loss(
         noise_row_offset=int(noise_row_offset), ce_weight=float(ce_weight), ignore_index=int(ignore_index),
         reduction=reduction,
     )
+    named = (("student_logits", student_logits), ("teacher_logits", teacher_logits),
+             ("student_hidden", student_hidden), ("student_weight", student_weight),
+             ("teacher_hidden", teacher_hidden), ("teacher_weight", teacher_weight), ("labels", labels),
+             ("attention_mask", attention_mask))
+    for name, t in named:
+        if t is not None and not isinstance(t, torch.Tensor):
+            raise KdlensError(f"{name} must be a torch.Tensor, got {type(t).__module__}.{type(t).__name__} "
+                              "(convert with torch.as_tensor)")
     logits_form = student_logits is not None or teacher_logits is not None
     hidden_form = any(t is not None for t in (student_hidden, student_weight, teacher_hidden, teacher_weight))
     if logits_form == hidden_form:
@@ -128,6 +136,10 @@ def kd_loss(
                 f"hidden sizes do not match the lm_head weights: student {student_hidden.shape[-1]} vs "
                 f"{student_weight.shape[1]}, teacher {teacher_hidden.shape[-1]} vs {teacher_weight.shape[1]}"
             )
+    vocab_sizes = ((student_logits.shape[-1], teacher_logits.shape[-1]) if logits_form
+                   else (student_weight.shape[0], teacher_weight.shape[0]))
+    if min(vocab_sizes) == 0:
+        raise KdlensError(f"the vocabulary is empty (student {vocab_sizes[0]}, teacher {vocab_sizes[1]} columns)")
     if lead_s != lead_t:
         raise KdlensError(f"student and teacher cover different positions: {lead_s} vs {lead_t}")
     if opts.has_ce and labels is None:

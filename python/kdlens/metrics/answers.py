@@ -28,7 +28,7 @@ from kdlens.eval.tasks.rules import (
     WINOGRANDE,
     AnswerRule,
 )
-from kdlens.metrics.columns import text_column
+from kdlens.metrics.columns import check_threads, text_column
 
 # derived from the registry: task name -> rule, for every task scored by an extracted answer
 TASK_RULES: dict[str, AnswerRule] = {t.name: t.rule for t in list_tasks() if t.rule is not None}
@@ -65,7 +65,7 @@ def extract_answers(texts: Any, rule: AnswerRule | str, num_threads: int | None 
     r = _as_rule(rule)
     try:
         return _native.extract_answers(text_column(texts, "texts"), r.kind, list(r.labels),
-                                       r.tolerance, num_threads)
+                                       r.tolerance, check_threads(num_threads))
     except (TypeError, ValueError) as exc:
         raise KdlensError(f"cannot extract answers: {exc}") from exc
 
@@ -98,7 +98,7 @@ def agreement_per_item(teacher_outputs: Any, student_outputs: Any, rule: AnswerR
     try:
         return _native.agreement(text_column(teacher_outputs, "teacher_outputs"),
                                  text_column(student_outputs, "student_outputs"), r.kind,
-                                 list(r.labels), r.tolerance, num_threads)
+                                 list(r.labels), r.tolerance, check_threads(num_threads))
     except (TypeError, ValueError) as exc:
         raise KdlensError(f"cannot compute agreement: {exc}") from exc
 
@@ -117,7 +117,7 @@ def is_correct(outputs: Any, golds: Any, rule: AnswerRule | str,
     r = _as_rule(rule)
     try:
         return _native.correct(text_column(outputs, "outputs"), _gold_column(golds, r), r.kind,
-                               list(r.labels), r.tolerance, num_threads)
+                               list(r.labels), r.tolerance, check_threads(num_threads))
     except (TypeError, ValueError) as exc:
         raise KdlensError(f"cannot score answers: {exc}") from exc
 

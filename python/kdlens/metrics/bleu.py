@@ -27,7 +27,7 @@ import numpy as np
 
 from kdlens import _native
 from kdlens.errors import KdlensError
-from kdlens.metrics.columns import is_column_like, n_rows, text_column
+from kdlens.metrics.columns import check_threads, is_column_like, n_rows, text_column
 
 SACREBLEU_VERSION = "2.6.0"  # the version whose numbers (and signature format) kdlens reproduces
 TOKENIZERS = ("13a", "intl", "zh", "char", "none")
@@ -238,6 +238,8 @@ class BLEUStatistics:
         n = len(self.stats)
         if n == 0:
             raise KdlensError("cannot bootstrap an empty set of segments")
+        if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, (int, np.integer)) or n_bootstrap < 1:
+            raise KdlensError(f"n_bootstrap must be an integer >= 1 (sacrebleu uses 1000), got {n_bootstrap!r}")
         _check_options(self.tokenize, smooth_method, self.max_ngram_order)
         rng = np.random.default_rng(seed)
         idxs = rng.choice(n, size=(n_bootstrap, n), replace=True)
@@ -263,7 +265,7 @@ class BLEUStatistics:
         return _native.scores_from_stats(np.ascontiguousarray(self.stats), self.max_ngram_order,
                                          smooth_method,
                                          None if smooth_value is None else float(smooth_value),
-                                         use_effective_order, num_threads)
+                                         use_effective_order, check_threads(num_threads))
 
 
 def bleu_statistics(hyps: Any, refs: Any, *, tokenize: str = "13a", lowercase: bool = False,
@@ -283,7 +285,7 @@ def bleu_statistics(hyps: Any, refs: Any, *, tokenize: str = "13a", lowercase: b
                               f"{n_rows(hyp_col)} hypotheses; give one reference per hypothesis")
     try:
         stats = _native.bleu_stats(hyp_col, streams, tokenize, lowercase, int(max_ngram_order),
-                                   num_threads)
+                                   check_threads(num_threads))
     except (TypeError, ValueError) as exc:
         raise KdlensError(f"cannot score BLEU: {exc}") from exc
     return BLEUStatistics(stats, nrefs=_num_refs(streams), tokenize=tokenize, lowercase=lowercase,

@@ -75,3 +75,12 @@ def n_rows(col) -> int:
 
 def is_column_like(x: Any) -> bool:
     return not isinstance(x, str) and x is not None and hasattr(x, "__len__")
+
+
+def check_threads(num_threads: Any) -> int | None:
+    """``num_threads`` as the native calls take it: None (all cores) or an integer >= 1."""
+    if num_threads is None:
+        return None
+    if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
+        raise KdlensError(f"num_threads must be None (all cores) or an integer >= 1, got {num_threads!r}")
+    return int(num_threads)

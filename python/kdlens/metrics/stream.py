@@ -19,8 +19,13 @@ keys or all texts at once.
 Pairs are written in the teacher file's row order in both cases, in the same batches, so the
 outputs do not depend on the student file's order.
 
-Outputs in ``out`` (a folder), each written atomically: ``pairs.parquet`` (or .csv),
-``summary.parquet``, ``summary.csv``, ``summary.md``. Tests: tests/metrics/test_fidelity_cli.py.
+Outputs in ``out`` (a folder), written as one set (kdlens.io.output_set: built next to ``out``
+and published with one rename, so a killed run leaves the previous results whole): ``pairs.parquet``
+(or .csv), ``summary.parquet``, ``summary.csv``, ``summary.md``. Tests: tests/metrics/test_fidelity_cli.py.
+
+Every text is checked as it is read: valid UTF-8, and an output of at most ``MAX_TEXT_BYTES`` (1 MiB;
+scoring a pair takes about 140 bytes of memory per byte of text, so one runaway generation of a few
+hundred MB would exhaust the memory); a bad row is an error naming the file and the row.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ from kdlens.metrics.pairs import PairTotals, accumulate, score_pairs, summary, s
 KEY = ("task", "id")
 GOLD_NAMES = ("gold", "answer")
 DEFAULT_BATCH = 50_000
+MAX_TEXT_BYTES = 1 << 20  # longest output scored (bytes of UTF-8); see the module docstring
+OUTPUT_NAMES = ("pairs.parquet", "pairs.csv", "summary.parquet", "summary.csv", "summary.md")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -72,18 +79,97 @@ def _schema_names(path: Path) -> list[str]:
         import json
 
         with open(path, encoding="utf-8") as f:
-            for _, line in zip(range(100), f):
+            for number, line in zip(range(1, 101), f):
                 if line.strip():
-                    for k in json.loads(line):
+                    record = json.loads(line)
+                    if not isinstance(record, dict):
+                        raise KdlensError(_not_an_object(path, number, record))
+                    for k in record:
                         if k not in names:
                             names.append(k)
         return names
     except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise KdlensError(f"{path}: could not be read as {kind}: {exc}") from exc
+        found = _text_problem(path, kind)
+        raise KdlensError(found or f"{path}: could not be read as {kind}: {exc}") from exc
+
+
+def _not_an_object(path: Path, number: int, record) -> str:
+    return (f"{path}: line {number} is a JSON {type(record).__name__}, not an object; a .jsonl file holds one "
+            "object per line (a JSON array of records? write one record per line)")
+
+
+def _text_problem(path: Path, kind: str) -> str | None:
+    """The first line of a CSV or JSONL file that is not UTF-8 (JSONL: or not a JSON object), described."""
+    import json
+
+    if kind not in ("csv", "jsonl"):
+        return None
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return f"{path}: line {number} is not UTF-8 text (byte {exc.start} of the line); save it as UTF-8"
+            if kind == "csv" or not line.strip():
+                continue
+            try:
+                record = json.loads(line.rstrip("\r\n"))
+            except ValueError as exc:
+                return f"{path}: line {number} is not valid JSON ({exc.msg} at column {exc.colno})"
+            if not isinstance(record, dict):
+                return _not_an_object(path, number, record)
+    return None
+
+
+def _bad_utf8_row(col) -> int:
+    """Index of the first value of a string column that is not valid UTF-8."""
+    import pyarrow as pa
+
+    offset = 0
+    for chunk in col.chunks:
+        try:
+            chunk.validate(full=True)
+        except pa.ArrowInvalid:
+            for i in range(len(chunk)):
+                try:
+                    chunk.slice(i, 1).validate(full=True)
+                except pa.ArrowInvalid:
+                    return offset + i
+        offset += len(chunk)
+    return -1
+
+
+def _check_texts(table, path: Path, first_row: int) -> None:
+    """Every value valid UTF-8 and every output at most MAX_TEXT_BYTES (``first_row``: 1-based row
+    number of the table's first row in the file)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for name in table.column_names:
+        col = table.column(name)
+        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            continue
+        try:
+            col.validate(full=True)
+        except pa.ArrowInvalid:
+            row = first_row + _bad_utf8_row(col)
+            raise KdlensError(f"{path}, row {row}: column {name!r} is not valid UTF-8 text; "
+                              "fix the file's encoding (save it as UTF-8)") from None
+    if "output" in table.column_names and table.num_rows:
+        sizes = pc.binary_length(table.column("output"))
+        longest = pc.max(sizes).as_py()
+        if longest is not None and longest > MAX_TEXT_BYTES:
+            i = pc.index(sizes, longest).as_py()
+            task, key = table.column("task")[i].as_py(), table.column("id")[i].as_py()
+            raise KdlensError(
+                f"{path}, row {first_row + i} (task {task}, id {key}): the output is {longest:,} bytes, over "
+                f"the {MAX_TEXT_BYTES:,}-byte limit per text (scoring needs ~140 bytes of memory per byte); "
+                "truncate runaway generations or drop the row")
 
 
 def _iter_batches(path: Path, columns: list[str], rows: int) -> Iterator:
-    """pyarrow Tables of the given columns, task/id/gold cast to string, in file order."""
+    """pyarrow Tables of the given columns, task/id/gold cast to string, in file order; every text
+    checked by :func:`_check_texts`."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.json as pajson
@@ -103,6 +189,7 @@ def _iter_batches(path: Path, columns: list[str], rows: int) -> Iterator:
                 column_types=types, include_columns=columns, strings_can_be_null=False))
         else:
             reader = pajson.open_json(path, read_options=pajson.ReadOptions(block_size=1 << 24))
+        first_row = 1
         for batch in reader:
             table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
             if kind == "jsonl":
@@ -110,11 +197,15 @@ def _iter_batches(path: Path, columns: list[str], rows: int) -> Iterator:
                 if missing:
                     raise KdlensError(f"{path}: some rows lack column(s) {missing}")
                 table = table.select(columns)
-            yield _normalise(table, path)
+            table = _normalise(table, path)
+            _check_texts(table, path, first_row)
+            first_row += table.num_rows
+            yield table
     except KdlensError:
         raise
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
-        raise KdlensError(f"{path}: could not be read: {exc}") from exc
+    except (pa.ArrowException, OSError) as exc:
+        found = _text_problem(path, kind)
+        raise KdlensError(found or f"{path}: could not be read: {exc}") from exc
 
 
 def _normalise(table, path: Path):
@@ -166,7 +257,8 @@ class _Side:
 
 def _inspect(path: Path, label: str) -> _Side:
     if not path.is_file():
-        raise KdlensError(f"{label} file {path}: no such file")
+        what = "is a folder, not a generation file" if path.is_dir() else "no such file"
+        raise KdlensError(f"{label} file {path}: {what}")
     names = _schema_names(path)
     missing = [c for c in ("task", "id", "output") if c not in names]
     if missing:
@@ -510,17 +602,14 @@ def score_files(teacher: str | os.PathLike, student: str | os.PathLike, out: str
     with_gold = t_side.gold is not None
     if with_gold:  # gold rides with the teacher rows; the student's copy is not needed
         s_side.columns = ["task", "id", "output"]
+    from kdlens.io import output_set
+
     out_dir = Path(out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise KdlensError(f"output {out_dir} exists and is not a folder; -o names a folder")
-    created = not out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        return _score_into(t_side, s_side, out_dir, batch_rows, pairs_format, progress, with_gold)
-    except BaseException:
-        if created and not any(out_dir.iterdir()):
-            out_dir.rmdir()  # leave nothing behind for a run that failed
-        raise
+    # the folder is replaced whole; `demo/` (the inputs of --demo) is kept in it
+    with output_set(out_dir, names=OUTPUT_NAMES, carry=("demo",), what="kdlens fidelity output") as stage:
+        result = _score_into(t_side, s_side, stage, batch_rows, pairs_format, progress, with_gold)
+    result["paths"] = {k: out_dir / Path(v).name for k, v in result["paths"].items()}
+    return result
 
 
 def _score_into(t_side: _Side, s_side: _Side, out_dir: Path, batch_rows: int, pairs_format: str,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
-from kdlens.io import write_table_atomic, write_text_atomic
+from kdlens.io import output_set, write_table_atomic, write_text_atomic
 from kdlens.report import figures as figs
 from kdlens.report.tables import Table, estimates_table, frame_table, hypothesis_table
 from kdlens.stats.schema import AVERAGE_TASK, family_order
@@ -212,23 +212,36 @@ def render_html(blocks: list[Block]) -> str:
     return "\n".join(out)
 
 
-def write_analysis_tables(analysis, out_dir: Path) -> list[Path]:
-    """The analysis frames as CSV (hypotheses, units, ablations)."""
+ANALYSIS_TABLES = ("hypotheses", "units", "temperature_curves", "noise_curves", "teacher_kind_deltas",
+                   "best_teacher", "gain_by_student_size")
+REPORT_ENTRIES = ("report.md", "report.html", "figures", "tables")
+
+
+def _write_tables(analysis, out_dir: Path) -> list[Path]:
     frames = {
         "hypotheses": analysis.hypotheses, "units": analysis.units.frame,
         "temperature_curves": analysis.temperature, "noise_curves": analysis.noise,
         "teacher_kind_deltas": analysis.teacher_kind, "best_teacher": analysis.best_teacher,
         "gain_by_student_size": analysis.gain_by_size,
     }  # fmt: skip
-    return [write_table_atomic(frame, out_dir / f"{name}.csv") for name, frame in frames.items()]
+    return [write_table_atomic(frames[name], out_dir / f"{name}.csv") for name in ANALYSIS_TABLES]
+
+
+def write_analysis_tables(analysis, out_dir: Path) -> list[Path]:
+    """The analysis frames as CSV (hypotheses, units, ablations), published into ``out_dir`` as one set."""
+    with output_set(out_dir, names=[f"{n}.csv" for n in ANALYSIS_TABLES], what="set of analysis tables") as stage:
+        written = _write_tables(analysis, stage)
+    return [Path(out_dir) / p.name for p in written]
 
 
 def write_report(analysis, out_dir: str | Path) -> dict[str, Path]:
-    """Write report.md, report.html, figures/*.png and tables/*.csv under ``out_dir``."""
+    """Write report.md, report.html, figures/*.png and tables/*.csv under ``out_dir``, as one set:
+    an interrupted run leaves the previous report whole."""
     root = Path(out_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    blocks = build_blocks(analysis, root / "figures")
-    md = write_text_atomic(root / "report.md", render_markdown(blocks, root))
-    page = write_text_atomic(root / "report.html", render_html(blocks))
-    write_analysis_tables(analysis, root / "tables")
-    return {"markdown": md, "html": page, "figures": root / "figures", "tables": root / "tables"}
+    with output_set(root, names=REPORT_ENTRIES, what="kdlens report") as stage:
+        blocks = build_blocks(analysis, stage / "figures")
+        write_text_atomic(stage / "report.md", render_markdown(blocks, stage))
+        write_text_atomic(stage / "report.html", render_html(blocks))
+        _write_tables(analysis, stage / "tables")
+    return {"markdown": root / "report.md", "html": root / "report.html", "figures": root / "figures",
+            "tables": root / "tables"}

@@ -115,6 +115,24 @@ def _read_csv(path: Path) -> pl.DataFrame:
         raise KdlensError(f"{path}: could not be read as CSV: {exc}") from exc
 
 
+def _number(path: Path, row: int, column: str, value) -> float:
+    """A numeric cell as a float; a blank or non-numeric cell is a KdlensError naming file, row and column."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise KdlensError(f"{path}, data row {row}: empty {column} cell")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise KdlensError(f"{path}, data row {row}: {column} cell {value!r} is not a number; "
+                          "fix the cell or drop the row") from None
+
+
+def _text(path: Path, row: int, column: str, value) -> str:
+    """A name cell, stripped; a blank cell is a KdlensError naming file, row and column."""
+    if value is None or not str(value).strip():
+        raise KdlensError(f"{path}, data row {row}: empty {column} cell")
+    return str(value).strip()
+
+
 def read_score_file(path: Path) -> tuple[pl.DataFrame, list[str]]:
     """One released score file -> tidy score rows (with the reported Average as task ``average``)."""
     df = _read_csv(path)
@@ -130,7 +148,7 @@ def read_score_file(path: Path) -> tuple[pl.DataFrame, list[str]]:
         raw_teacher = rec[cols["teacher"]]
         base = {
             "teacher": teacher_name(raw_teacher) if run["method"] not in ("BaseModel", "SFT") else None,
-            "student": rec[cols["student"]].strip(),
+            "student": _text(path, i + 1, cols["student"], rec[cols["student"]]),
             **run,
             "noise_sigma": 0.0,
             "family": family,
@@ -138,16 +156,11 @@ def read_score_file(path: Path) -> tuple[pl.DataFrame, list[str]]:
             "teacher_checkpoint": None if raw_teacher in (None, "-") else raw_teacher.strip(),
             "source_file": path.name,
         }
-        values = {}
-        for col in tasks:
-            value = rec[col]
-            if value is None:
-                raise KdlensError(f"{path}, data row {i + 1}: empty {col} cell")
-            values[canonical_task(col)] = float(value)
+        values = {canonical_task(col): _number(path, i + 1, col, rec[col]) for col in tasks}
         for task, value in values.items():
             rows.append({**base, "task": task, "score": value})
-        if has_average and rec[cols["average"]] is not None:
-            reported = float(rec[cols["average"]])
+        if has_average and rec[cols["average"]] is not None and str(rec[cols["average"]]).strip():
+            reported = _number(path, i + 1, cols["average"], rec[cols["average"]])
             mean = sum(values.values()) / len(values)
             if abs(mean - reported) > _AVERAGE_TOLERANCE:
                 notes.append(
@@ -175,16 +188,14 @@ def read_pair_metric_file(path: Path, value: str) -> pl.DataFrame:
         if method not in ("SFT", "KD"):
             raise KdlensError(f"{path}, data row {i + 1}: Method must be SFT or KD, got {method!r}")
         for col in tasks:
-            if rec[col] is None:
-                raise KdlensError(f"{path}, data row {i + 1}: empty {col} cell")
             rows.append(
                 {
                     "teacher": teacher_name(rec[cols["teacher"]]),
-                    "student": rec[cols["student"]].strip(),
+                    "student": _text(path, i + 1, cols["student"], rec[cols["student"]]),
                     "method": method,
                     "task": canonical_task(col),
                     "family": family,
-                    value: float(rec[col]),
+                    value: _number(path, i + 1, col, rec[col]),
                 }
             )
     return pl.DataFrame(rows)
@@ -212,6 +223,10 @@ def load_paper_results(directory: str | Path) -> ResultTables:
             frame, file_notes = read_score_file(path)
             score_frames.append(frame)
             notes.extend(file_notes)
+            if frame.is_empty():
+                notes.append(f"{path.name}: a header and no data rows; it contributes no scores")
+        elif any(is_known_task(c) for c in header):  # task columns: meant as a score table
+            _columns_by_lower(_read_csv(path), path, ("teacher", "student", "method"))
         else:
             notes.append(f"{path.name}: not a score or agreement/fidelity table; not read")
     if not score_frames:

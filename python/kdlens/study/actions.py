@@ -134,29 +134,20 @@ def run_kd(ctx: UnitContext) -> dict:
 
 
 # --------------------------------------------------------------------------------------- eval
-_DECODING_KEYS = ("do_sample", "temperature", "top_k", "top_p", "max_new_tokens", "batch_size")
-
-
 def run_eval(ctx: UnitContext) -> dict:
     from kdlens.eval.run import evaluate
-    from kdlens.eval.decode import Decoding
+    from kdlens.study.validate import evaluate_settings
 
-    opts = dict(ctx.cfg.evaluate)
-    other = ("seed", "seeds", "limit", "dtype", "template", "response_cut")
-    unknown = sorted(set(opts) - set(_DECODING_KEYS) - set(other))
-    if unknown:
-        raise KdlensError(f"[evaluate] has unknown key(s) {', '.join(unknown)}; known: "
-                          f"{', '.join(_DECODING_KEYS + other)}")
-    seeds = tuple(opts.get("seeds", (opts.get("seed", 6),)))
-    decoding = Decoding(seeds=seeds, **{k: opts[k] for k in _DECODING_KEYS if k in opts})
+    opts = evaluate_settings(ctx.cfg.evaluate)  # the check --dry-run ran too
+    decoding = opts["decoding"]
     task = ctx.dep("task")
     trained = ctx.result_of(ctx.unit.params["of"])
     result = evaluate(trained["model"], task["eval_tasks"], ctx.dir / "eval", adapter=trained["adapter"],
-                      decoding=decoding, data_dir=task["data_dir"], limit=opts.get("limit"),
-                      dtype=opts.get("dtype"), name=ctx.unit.params["of"], progress=False,
-                      # the prompts the models were trained on, unless [evaluate] says otherwise
-                      template=opts.get("template", ctx.cfg.train.get("template", "alpaca")),
-                      response_cut=opts.get("response_cut", "instruction"))
+                      decoding=decoding, data_dir=task["data_dir"], limit=opts["limit"],
+                      dtype=opts["dtype"], name=ctx.unit.params["of"], progress=False,
+                      # the prompts the models were trained on, unless [evaluate] names a template
+                      template=opts["template"] or ctx.cfg.train.get("template", "alpaca"),
+                      response_cut=opts["response_cut"])
     scores = [{"task": r["task"], "family": r["family"], "score": r["score"]}
               for r in result.results.iter_rows(named=True) if r["task"] != "Average"]
     return {"eval_dir": str(ctx.dir / "eval"), "scores": scores}

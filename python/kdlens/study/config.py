@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -102,7 +103,7 @@ class StudyConfig:
     jobs: int = 1  # units run in parallel (processes on this machine)
     # GPUs the units may use (CUDA_VISIBLE_DEVICES ids). Empty: every GPU `nvidia-smi -L` lists (none
     # on a CPU machine). A model unit holds one GPU (a torchrun unit nproc_per_node GPUs) while it runs.
-    devices: tuple[str, ...] = ()
+    devices: tuple[str | int, ...] = ()
     # Processes per training unit: > 1 runs each SFT/KD unit under torchrun (DDP), one GPU each.
     nproc_per_node: int = 1
     task: TaskSpec = field(default_factory=TaskSpec)
@@ -137,11 +138,18 @@ def _build(cls, data: dict, where: str):
     unknown = sorted(set(data) - set(names))
     if unknown:
         raise KdlensError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(names)}")
+    from kdlens.config import _coerce
+
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in data.items():
-        if isinstance(value, list):
-            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
-        kwargs[key] = value
+        if key in _SECTIONS and cls is StudyConfig:
+            kwargs[key] = value  # built already
+            continue
+        try:
+            kwargs[key] = _coerce(key, value, hints[key])
+        except KdlensError as exc:
+            raise KdlensError(f"{where}: {exc}") from None
     try:
         return cls(**kwargs)
     except TypeError as exc:
@@ -171,10 +179,17 @@ def load_study_config(source: str | Path | None = None) -> StudyConfig:
         path = Path(source)
         if not path.is_file():
             raise KdlensError(f"{path}: no such study config (or use a preset: {', '.join(PRESETS)})")
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise KdlensError(f"{path}: not UTF-8 text (byte {exc.start}); save the study config as UTF-8") from None
         where = str(path)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise KdlensError(f"{where}: invalid TOML: {exc}") from exc
-    return study_config_from_dict(data, where)
+    cfg = study_config_from_dict(data, where)
+    from kdlens.study.validate import check_study
+
+    check_study(cfg, where)  # every section and key, before anything runs
+    return cfg

@@ -1,19 +1,24 @@
 """Run a planned study: every unit whose artifacts are missing, in dependency order, in parallel.
 
-Each unit runs in its own process that dies with the runner, writes into ``units/<id>/`` (its output
+Each unit runs in its own process that dies with the runner (it watches the runner's pid, whatever
+signal stopped it, SIGKILL included), writes into ``units/<id>/`` (its output
 goes to ``units/<id>/log.txt``) and, last and atomically, ``units/<id>/unit.json``. Processes are
 forked from a fork server that has imported torch, transformers and the stages once, so a unit
 starts in milliseconds instead of seconds; a training unit that asks for several processes per node
 runs under torchrun (``python -m kdlens.study.worker STUDY_DIR UNIT_ID``) instead.
 A unit with a ``unit.json`` is finished and is never run again, so killing the runner at any moment
 and running it again finishes the study; training units resume from their own checkpoints.
+One runner works on a study folder at a time: it holds an exclusive ``flock`` on ``STUDY/.lock``.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import multiprocessing
 import os
+import select
+import signal
 import subprocess
 import sys
 import time
@@ -87,9 +92,63 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec (Linu
         pass
 
 
+# The runner's pid, in the environment of every process of the study (fork server, forked units,
+# torchrun ranks): units watch it (worker.main), the fork server dies with it (study/forkserver_guard.py).
+RUNNER_PID = "KDLENS_RUNNER_PID"
+
+
+def watch_runner(runner_pid: int) -> None:
+    """Kill this unit process as soon as the runner exits, however it was stopped.
+
+    Units are forked from the fork server (or are torchrun ranks in their own session), so
+    PR_SET_PDEATHSIG would fire with their parent, not the runner; a pidfd of the runner itself
+    becomes readable the moment it exits.
+    """
+    import threading
+
+    try:
+        fd = os.pidfd_open(runner_pid)
+    except ProcessLookupError:
+        os.kill(os.getpid(), signal.SIGKILL)  # the runner is already gone
+        return
+    except (AttributeError, OSError):  # no pidfd (old kernel): poll the pid instead
+        fd = None
+
+    def watch() -> None:
+        if fd is not None:
+            select.select([fd], [], [])
+        else:
+            while True:
+                try:
+                    os.kill(runner_pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="kdlens-watch-runner", daemon=True).start()
+
+
+def _lock_study(study_dir: Path) -> int:
+    """Take the exclusive lock of a study folder (held until the returned fd is closed)."""
+    path = study_dir / ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise KdlensError(f"{study_dir} is in use by another kdlens study runner (pid {holder}); wait for it "
+                          "to finish or stop it, then run the same command again") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 # Imported once by the fork server; every unit process starts with them loaded.
-PRELOAD = ["torch", "transformers", "transformers.models.qwen2.modeling_qwen2", "polars",
-           "kdlens.study.actions", "kdlens.train", "kdlens.eval.run"]
+PRELOAD = ["kdlens.study.forkserver_guard", "torch", "transformers",
+           "transformers.models.qwen2.modeling_qwen2", "polars", "kdlens.study.actions", "kdlens.train",
+           "kdlens.eval.run"]
 
 
 # Units that load a model and so hold a device while they run.
@@ -118,7 +177,6 @@ def _devices_needed(unit: Unit, cfg: StudyConfig, gpus: list[str]) -> int:
 
 def _run_forked(study_dir: str, unit_id: str, log_path: str, threads: int, gpus: str | None) -> None:
     """Body of a unit process forked from the fork server: log to the unit's file, run the unit."""
-    _die_with_parent()
     if gpus is not None:  # before anything initialises CUDA in this process
         os.environ["CUDA_VISIBLE_DEVICES"] = gpus
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -193,7 +251,20 @@ def run_study(
 
     tqdm.monitor_interval = 0  # no helper thread: workers are forked with a pre-exec hook
     study_dir = Path(study_dir).resolve()
+    if study_dir.exists() and not study_dir.is_dir():
+        raise KdlensError(f"output {study_dir} exists and is not a folder; -o names the study folder")
     study_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock_study(study_dir)
+    try:
+        return _run_locked(cfg, study_dir, jobs, echo, progress)
+    finally:
+        os.close(lock)
+
+
+def _run_locked(cfg: StudyConfig, study_dir: Path, jobs: int | None, echo: Callable[[str], None] | None,
+                progress: bool) -> StudyOutcome:
+    from tqdm import tqdm
+
     plan = plan_study(cfg)
     _write_plan(plan, study_dir)
     jobs = jobs or cfg.jobs
@@ -218,6 +289,7 @@ def run_study(
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
                TOKENIZERS_PARALLELISM="false")
+    os.environ[RUNNER_PID] = env[RUNNER_PID] = str(os.getpid())  # before the fork server starts
     for key in ("OMP_WAIT_POLICY", "TOKENIZERS_PARALLELISM"):  # inherited by the fork server
         os.environ.setdefault(key, env[key])
     mp_ctx = multiprocessing.get_context("forkserver")

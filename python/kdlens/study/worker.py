@@ -43,6 +43,10 @@ def main(argv=None) -> int:
     if len(args) != 2:
         print("usage: python -m kdlens.study.worker STUDY_DIR UNIT_ID", file=sys.stderr)
         return 2
+    if os.environ.get("KDLENS_RUNNER_PID"):  # die with the study runner, however it was stopped
+        from kdlens.study.runner import watch_runner
+
+        watch_runner(int(os.environ["KDLENS_RUNNER_PID"]))
     try:
         run_unit(Path(args[0]), args[1])
     except KdlensError as exc:

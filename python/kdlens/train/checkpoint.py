@@ -3,9 +3,11 @@
 A checkpoint is a folder ``checkpoints/step-<k>/`` holding ``trainable.safetensors`` (the parameters
 that train: LoRA adapter weights or all weights), ``optimizer.pt``, ``scheduler.pt``,
 ``rng-rank<r>.pt`` (Python, NumPy, torch CPU and CUDA generator states of every process) and
-``state.json`` (step, best validation CE, the resolved config), written last. The folder is built
-under a temporary name and renamed into place, so a killed run never leaves a half checkpoint under
-a final name; :func:`latest_checkpoint` only returns folders with a ``state.json``.
+``state.json`` (step, best validation CE, the resolved config), written last. The ``.pt`` files hold
+only tensors, numbers, strings and containers of them, and are read with ``torch.load(...,
+weights_only=True)``: a checkpoint folder from someone else cannot run code when it is resumed.
+The folder is built under a temporary name and renamed into place, so a killed run never leaves a
+half checkpoint under a final name; :func:`latest_checkpoint` only returns folders with a ``state.json``.
 
 Under FSDP2 (parameters are DTensor shards) the same files hold the gathered full tensors: weights by
 name, and the optimizer state from ``torch.distributed.checkpoint.state_dict`` (keyed by parameter
@@ -48,7 +50,11 @@ def _full_options(**kw):
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The generator states, as tensors, numbers and tuples only (loadable with weights_only=True)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(),
+             "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -56,7 +62,8 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -111,6 +118,17 @@ def save_checkpoint(ckpt_root: Path, step: int, *, model, optimizer, scheduler, 
     return final
 
 
+def remove_partial(run_dir: Path) -> None:
+    """Remove the temporary folders a killed run left: ``checkpoints/.step-<k>.tmp`` and the staging
+    and swapped-out copies of ``best/`` and ``final/`` (``.best.tmp``, ``.best.old``, ...)."""
+    ckpt_root = run_dir / "checkpoints"
+    stale = list(ckpt_root.glob(".step-*.tmp")) if ckpt_root.is_dir() else []
+    stale += [run_dir / f".{name}.{kind}" for name in ("best", "final") for kind in ("tmp", "old")]
+    for path in stale:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def latest_checkpoint(ckpt_root: Path) -> Path | None:
     if not ckpt_root.is_dir():
         return None
@@ -121,6 +139,22 @@ def latest_checkpoint(ckpt_root: Path) -> Path | None:
 
 def read_state(ckpt: Path) -> dict:
     return json.loads((ckpt / "state.json").read_text())
+
+
+def _load_states(path: Path):
+    """``torch.load`` without executing code: tensors, numbers, strings and containers only."""
+    import pickle
+
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as exc:
+        raise KdlensError(
+            f"{path} holds objects other than tensors, numbers and strings, so kdlens refuses to load it "
+            "(loading it could run code). Resume only checkpoints written by kdlens, or start the run again "
+            f"in a new out_dir ({str(exc).splitlines()[0][:200]})") from exc
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise KdlensError(f"{path} could not be read ({exc}); the checkpoint is damaged. Delete "
+                          f"{path.parent} to resume from the checkpoint before it") from exc
 
 
 def load_checkpoint(ckpt: Path, *, model, optimizer, scheduler, rank: int, world: int) -> dict:
@@ -138,7 +172,7 @@ def load_checkpoint(ckpt: Path, *, model, optimizer, scheduler, rank: int, world
     if missing:
         raise KdlensError(f"{ckpt}: checkpoint weights {missing[:3]} do not exist in the model; "
                           "was it written for a different model or LoRA setting?")
-    optim_state = torch.load(ckpt / "optimizer.pt", weights_only=False)
+    optim_state = _load_states(ckpt / "optimizer.pt")
     if is_sharded(model):  # FSDP2: every rank reads the full state and keeps its shards
         from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
@@ -149,8 +183,8 @@ def load_checkpoint(ckpt: Path, *, model, optimizer, scheduler, rank: int, world
             for k, v in weights.items():
                 params[k].copy_(v)
         optimizer.load_state_dict(optim_state)
-    scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=False))
-    set_rng_state(torch.load(ckpt / f"rng-rank{rank}.pt", weights_only=False))
+    scheduler.load_state_dict(_load_states(ckpt / "scheduler.pt"))
+    set_rng_state(_load_states(ckpt / f"rng-rank{rank}.pt"))
     return state
 
 

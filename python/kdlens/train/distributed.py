@@ -90,14 +90,9 @@ def _fsdp_no_sync(module):
 
 
 def _pick_device(spec: str, local_rank: int) -> torch.device:
-    if spec == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    dev = torch.device(spec)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise KdlensError(f"device={spec!r} but no CUDA device is available; use device=cpu or auto")
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device(f"cuda:{local_rank}")
-    return dev
+    from kdlens.models import pick_device
+
+    return pick_device(spec, local_rank)
 
 
 def setup_distributed(cfg) -> DistContext:

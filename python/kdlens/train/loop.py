@@ -149,13 +149,17 @@ class Trainer(StepOrder, OnPolicySampler, StepLoss):
         t_start = time.perf_counter()
         ckpt_root = self.out / "checkpoints"
         metrics_path = self.out / "metrics.jsonl"
-        start_step, best_val, best_step, tokens_total = 0, None, None, 0
+        start_step, best_val, best_step, tokens_total, last_loss = 0, None, None, 0, None
+        if dist.rank == 0:
+            ckpt_io.remove_partial(self.out)  # what a killed run left half-written
+        dist.barrier()
         latest = ckpt_io.latest_checkpoint(ckpt_root)
         if latest is not None:
             state = ckpt_io.load_checkpoint(latest, model=self.student, optimizer=self.optimizer,
                                             scheduler=self.scheduler, rank=dist.rank, world=dist.world)
             start_step, best_val, best_step = state["step"], state.get("best_val_ce"), state.get("best_step")
             tokens_total = state.get("tokens", 0)
+            last_loss = state.get("train_loss")  # the last step's loss, for a resume after the last step
             if dist.rank == 0:
                 truncate_metrics(metrics_path, start_step)
         elif dist.rank == 0 and metrics_path.exists():
@@ -165,7 +169,6 @@ class Trainer(StepOrder, OnPolicySampler, StepLoss):
         log = open(metrics_path, "a", encoding="utf-8") if dist.rank == 0 else None
         bar = tqdm(total=self.total_steps, initial=start_step, disable=not (cfg.progress and dist.rank == 0),
                    desc=f"{cfg.mode}{'/' + cfg.objective if cfg.mode == 'kd' else ''}", dynamic_ncols=True)
-        last_loss = None
         status = "complete"
 
         def write(row: dict) -> None:
@@ -175,6 +178,7 @@ class Trainer(StepOrder, OnPolicySampler, StepLoss):
 
         def save(step: int) -> None:
             state = {"best_val_ce": best_val, "best_step": best_step, "tokens": tokens_total,
+                     "train_loss": last_loss,
                      "config": cfg.to_dict(), "total_steps": self.total_steps}
             ckpt_io.save_checkpoint(ckpt_root, step, model=self.student, optimizer=self.optimizer,
                                     scheduler=self.scheduler, state=state, rank=dist.rank, world=dist.world,
@@ -240,7 +244,7 @@ class Trainer(StepOrder, OnPolicySampler, StepLoss):
                     status = "stopped"
                     break
             if status == "complete":
-                if step > start_step or latest is None or not (self.out / "final").exists():
+                if step > start_step or latest is None:
                     final_val = evaluate(self.total_steps)
                 else:
                     final_val = self.validation_ce()
