@@ -116,7 +116,7 @@ fn non_null<'a>(views: Vec<Option<&'a str>>, what: &str) -> PyResult<Vec<&'a str
 
 fn tokenizer_kind(name: &str) -> PyResult<TokenizerKind> {
     TokenizerKind::parse(name).ok_or_else(|| {
-        PyValueError::new_err(format!("unknown tokenizer {name:?}; use one of 13a, intl, char, none"))
+        PyValueError::new_err(format!("unknown tokenizer {name:?}; use one of 13a, intl, zh, char, none"))
     })
 }
 

@@ -1,5 +1,5 @@
 //! sacreBLEU 2.6's segment preprocessing, byte for byte: optional `str.lower()`, `str.rstrip()`,
-//! the tokenizers 13a (default), intl, char and none, and the final `str.split()` into tokens.
+//! the tokenizers 13a (default), intl, zh, char and none, and the final `str.split()` into tokens.
 //!
 //! Python's regex substitutions are emulated by single left-to-right scans with the same
 //! non-overlapping, leftmost match semantics; the character classes come from the same Unicode
@@ -12,6 +12,7 @@ use crate::unicode_tables as ut;
 pub enum TokenizerKind {
     Tok13a,
     Intl,
+    Zh,
     Char,
     None,
 }
@@ -21,6 +22,7 @@ impl TokenizerKind {
         match name {
             "13a" => Some(Self::Tok13a),
             "intl" => Some(Self::Intl),
+            "zh" => Some(Self::Zh),
             "char" => Some(Self::Char),
             "none" => Some(Self::None),
             _ => None,
@@ -30,6 +32,7 @@ impl TokenizerKind {
         match self {
             Self::Tok13a => "13a",
             Self::Intl => "intl",
+            Self::Zh => "zh",
             Self::Char => "char",
             Self::None => "none",
         }
@@ -254,14 +257,28 @@ pub fn tok13a_into(line: &str, out: &mut Vec<u8>, tmp: &mut Vec<u8>) {
             replace_all(&mut buf, tmp, b"&gt;", b">");
         }
     }
-    let src: &[u8] = if needs_copy { &buf } else { raw };
-    // f' {line} ' then pass 1: symbols get spaces around them. A space is in the class too; it
-    // stays single here (runs of spaces are equivalent for every later pass and for split()).
-    // Written into a pre-sized buffer (at most 3 bytes per input byte) without per-run copies.
+    if needs_copy {
+        regexp_passes(&buf, true, out, tmp);
+    } else {
+        *out = buf;
+        regexp_passes(raw, true, out, tmp);
+    }
+}
+
+/// sacrebleu's `TokenizerRegexp` (the part 13a and zh share) on `src`, into `out`; `pad_ends`
+/// first surrounds the line with spaces (13a's `f' {line} '`; zh passes the line as is).
+fn regexp_passes(src: &[u8], pad_ends: bool, out: &mut Vec<u8>, tmp: &mut Vec<u8>) {
+    let mut buf = std::mem::take(out);
+    // pass 1: symbols get spaces around them. A space is in the class too; it stays single here
+    // (runs of spaces are equivalent for every later pass and for split()). Written into a
+    // pre-sized buffer (at most 3 bytes per input byte) without per-run copies.
+    let pad = usize::from(pad_ends);
     tmp.clear();
-    tmp.resize(src.len() * 3 + 2, 0);
-    let mut j = 1;
-    tmp[0] = b' ';
+    tmp.resize(src.len() * 3 + 2 * pad, 0);
+    let mut j = pad;
+    if pad_ends {
+        tmp[0] = b' ';
+    }
     {
         let o = &mut tmp[..];
         for &b in src {
@@ -275,9 +292,11 @@ pub fn tok13a_into(line: &str, out: &mut Vec<u8>, tmp: &mut Vec<u8>) {
                 j += 1;
             }
         }
-        o[j] = b' ';
+        if pad_ends {
+            o[j] = b' ';
+        }
     }
-    tmp.truncate(j + 1);
+    tmp.truncate(j + pad);
     // pass 2: ([^0-9])([\.,]) -> \1 \2 ␠ ; candidates found from the second element
     buf.clear();
     let s = &tmp[..];
@@ -353,6 +372,59 @@ pub fn tok13a_into(line: &str, out: &mut Vec<u8>, tmp: &mut Vec<u8>) {
         }
     }
     *out = buf;
+}
+
+// ----------------------------------------------------------------------------------------------
+// zh as in sacrebleu.tokenizers.tokenizer_zh: str.strip(), spaces around every "Chinese" char, then
+// TokenizerRegexp (13a's passes without its language-independent part and without f' {line} ').
+
+/// sacrebleu's `_UCODE_RANGES` as its `start <= char <= end` string comparisons read them. Three
+/// entries there are written as 5-hex-digit `\u` escapes, which Python reads as a 4-digit char
+/// plus a digit or letter: `'\u20000' <= c <= '\u2a6d6'` holds for U+2001..=U+2A6D and
+/// `'\u2f800' <= c <= '\u2fa1d'` for U+2F81..=U+2FA1 (so Extension B itself is not matched).
+/// Sorted by start, for `in_ranges`.
+static ZH_RANGES: &[(u32, u32)] = &[
+    (0x2001, 0x2A6D), // '\u20000'..'\u2a6d6' as Python compares it (covers 0x2600-0x27BF too)
+    (0x2E80, 0x2EFF),
+    (0x2F00, 0x2FDF), // covers '\u2f800'..'\u2fa1d' read as U+2F81..=U+2FA1
+    (0x2FF0, 0x2FFF),
+    (0x3000, 0x303F),
+    (0x3100, 0x312F),
+    (0x31A0, 0x31BF),
+    (0x31C0, 0x31EF),
+    (0x3200, 0x32FF),
+    (0x3300, 0x33FF),
+    (0x3400, 0x4DB5),
+    (0x4E00, 0x9FBB), // 0x4E00-0x9FA5 and 0x9FA6-0x9FBB
+    (0xF900, 0xFA2D),
+    (0xFA30, 0xFA6A),
+    (0xFA70, 0xFAD9),
+    (0xFE10, 0xFE1F),
+    (0xFE30, 0xFE4F),
+    (0xFF00, 0xFFEF),
+];
+
+/// sacrebleu's `TokenizerZh._is_chinese_char`.
+#[inline]
+pub fn is_zh_char(c: char) -> bool {
+    in_ranges(ZH_RANGES, c as u32)
+}
+
+/// Tokenizes `line` (already lowercased/rstripped) like sacrebleu's TokenizerZh, into `out`.
+pub fn zh_into(line: &str, out: &mut Vec<u8>, tmp: &mut Vec<u8>, spaced: &mut Vec<u8>) {
+    let line = line.trim_start_matches(is_py_whitespace);
+    spaced.clear();
+    let mut utf8 = [0u8; 4];
+    for c in line.chars() {
+        if is_zh_char(c) {
+            spaced.push(b' ');
+            spaced.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+            spaced.push(b' ');
+        } else {
+            spaced.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+        }
+    }
+    regexp_passes(spaced, false, out, tmp);
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -433,6 +505,7 @@ pub fn intl_into(line: &str, out: &mut Vec<u8>, chars: &mut Vec<(char, u8)>, tmp
 pub struct TokScratch {
     lower: String,
     tmp: Vec<u8>,
+    tmp2: Vec<u8>,
     ctmp1: Vec<(char, u8)>,
     ctmp2: Vec<(char, u8)>,
 }
@@ -478,6 +551,7 @@ pub fn tokenize_into(
     match kind {
         TokenizerKind::Tok13a => tok13a_into(line, &mut out.text, &mut scratch.tmp),
         TokenizerKind::Intl => intl_into(line, &mut out.text, &mut scratch.ctmp1, &mut scratch.ctmp2),
+        TokenizerKind::Zh => zh_into(line, &mut out.text, &mut scratch.tmp, &mut scratch.tmp2),
         TokenizerKind::Char | TokenizerKind::None => {
             out.text.clear();
             out.text.extend_from_slice(line.as_bytes());

@@ -188,6 +188,7 @@ def test_lora_adapter_model_generates_like_merged_weights(tiny_lm, tmp_path):
                    decoding=Decoding(max_new_tokens=12, batch_size=2),
                    task_options={"synthetic": {"n_test": 3}}, progress=False, device="cpu")
     gens = res.generations.sort("id")
-    direct = generate(loaded, tok, gens["prompt"].to_list(), Decoding(max_new_tokens=12))
+    direct = generate(loaded, tok, gens["prompt"].to_list(),
+                      Decoding(max_new_tokens=12, stop_strings=("### Instruction",)))
     assert gens["raw_output"].to_list() == [g.text for g in direct]
     assert set(gens["model"]) == {"adapter"}

@@ -129,3 +129,44 @@ def test_arrow_and_polars_columns():
     outs = ["so 4", "answer is 5", "none"]
     assert answers.extract_answers(pl.Series(outs), "gsm8k") == ["4", "5", None]
     assert answers.is_correct(pl.Series(outs), np.array([4.0, 6.0, 1.0]), "gsm8k").tolist() == [True, False, False]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(texts, st.one_of(st.floats(-1e6, 1e6, allow_nan=False), st.integers(-10**6, 10**6))),
+                min_size=1, max_size=20))
+def test_numeric_golds_are_read_as_the_paper_reads_them(rows):
+    """The paper's *_1.json files carry float answers; its evaluate.py does abs(label - pred) <= 0.001
+    with the number as is. Lists, numpy, pandas and polars columns of numbers all score alike."""
+    pd = pytest.importorskip("pandas")
+    pl = pytest.importorskip("polars")
+    outputs = [o for o, _ in rows]
+    golds = [g for _, g in rows]
+    want = [abs(g - ref_value(o, "gsm8k")) <= 0.001 for o, g in rows]
+    assert answers.is_correct(outputs, golds, "gsm8k").tolist() == want
+    assert answers.is_correct(outputs, np.array(golds, dtype=float), "gsm8k").tolist() == want
+    assert answers.is_correct(outputs, pd.Series(golds, dtype=float), "gsm8k").tolist() == want
+    assert answers.is_correct(pl.Series(outputs), pl.Series(golds, dtype=pl.Float64), "gsm8k").tolist() == want
+
+
+def test_issue_numeric_gold_and_thousands_separators():
+    assert answers.is_correct(["5"], [5.0], "gsm8k").tolist() == [True]
+    assert answers.is_correct(["The answer is 1,000."], ["1,000"], "gsm8k").tolist() == [True]
+    assert answers.is_correct(["1000", "999"], ["1,000", "1,000.0"], "gsm8k").tolist() == [True, False]
+    assert metrics.accuracy(["so 7", "so 8"], [7, 7.0004], "svamp") == 50.0  # |8 - 7.0004| > 0.001
+    assert metrics.accuracy(["so 7", "so 7"], [7, 7.0004], "svamp") == 100.0
+
+
+def test_golds_the_papers_code_would_crash_on_name_the_row():
+    pd = pytest.importorskip("pandas")
+    with pytest.raises(KdlensError, match="row 1.*not a number"):
+        answers.is_correct(["1", "2"], ["1", "two"], "gsm8k")  # float('two'): ValueError in the paper
+    with pytest.raises(KdlensError, match=r"golds\[1\] is null"):
+        answers.is_correct(["1", "2"], ["1", None], "gsm8k")  # abs(None - pred): TypeError
+    with pytest.raises(KdlensError, match=r"row 2 is missing \(NaN\)"):
+        answers.is_correct(["1", "2", "3"], pd.Series([1.0, 2.0, None]), "gsm8k")
+    with pytest.raises(KdlensError, match=r"golds\[0\] is null"):
+        answers.is_correct(["1"], pd.Series([None], dtype=object), "gsm8k")
+    with pytest.raises(KdlensError, match="row 0 is a bool"):
+        answers.is_correct(["1"], [True], "gsm8k")
+    with pytest.raises(KdlensError, match="row 0 is a number.*compares labels"):
+        answers.is_correct(["answer1"], [1.0], "arc_easy")

@@ -144,6 +144,6 @@ def test_bad_input_raises_clear_errors():
     with pytest.raises(KdlensError, match="not a str"):
         metrics.sentence_bleu(["a", 3], ["a", "b"])
     with pytest.raises(KdlensError, match="unknown tokenize"):
-        metrics.sentence_bleu(["a"], ["a"], tokenize="zh")
+        metrics.sentence_bleu(["a"], ["a"], tokenize="zh-cn")
     with pytest.raises(KdlensError, match="smooth_method"):
         metrics.corpus_bleu(["a"], ["a"], smooth_method="add-one")

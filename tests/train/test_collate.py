@@ -17,13 +17,14 @@ class CharTokenizer:
 
     eos_token_id = EOS
 
-    def __call__(self, text, add_special_tokens=False):
+    def __call__(self, text, add_special_tokens=False, truncation=False, max_length=None):
         assert add_special_tokens is False
-        return {"input_ids": [ord(c) for c in text]}
+        ids = [ord(c) for c in text]
+        return {"input_ids": ids[:max_length] if truncation else ids}
 
 
 class Template:
-    def prompt(self, instruction, input=""):
+    def train_prompt(self, instruction, input=""):
         return f"Q:{instruction}{input}A:"
 
 
@@ -118,7 +119,7 @@ def test_real_bpe_tokenizer_round_trip_with_the_alpaca_template(task_dir):
     template = get_template("alpaca")
     record = json.loads((task_dir / "train.json").read_text())[0]
     e = encode_record(record, tok, template, max_length=1024, train_on_inputs=False)
-    prompt = template.prompt(record["instruction"], record.get("input") or "")
+    prompt = template.train_prompt(record["instruction"], record.get("input") or "")
     assert e.input_ids[-1] == tok.eos_token_id
     assert tok.decode(e.input_ids[:-1]) == prompt + record["output"]
     assert tok.decode(e.input_ids[:e.prompt_len]) == prompt

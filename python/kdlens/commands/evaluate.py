@@ -36,7 +36,13 @@ def add_arguments(parser) -> None:
     data.add_argument("--task-option", action="append", type=_key_value, default=[],
                       metavar="TASK.KEY=VALUE", help="loader option, e.g. synthetic.seed=0 synthetic.n_test=300")
     data.add_argument("--limit", type=int, help="evaluate only the first N items of each task")
-    data.add_argument("--template", default="alpaca", help="prompt template (default: alpaca)")
+    data.add_argument("--template", default="alpaca", choices=("alpaca", "alpaca-paper"),
+                      help="prompt template (default: alpaca; alpaca-paper: the paper's exact bytes)")
+    data.add_argument("--response-cut", default="instruction", choices=("instruction", "paper"),
+                      help="where a response ends: instruction (default: at the first '### Instruction') "
+                           "or paper (the paper's split('### Response:')[1].strip(), up to the next "
+                           "'### Response:'); the paper's conditions: --paper-decoding --template "
+                           "alpaca-paper --response-cut paper")
     dec = parser.add_argument_group("decoding (default: greedy)")
     dec.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     dec.add_argument("--paper-decoding", action="store_true",
@@ -113,6 +119,7 @@ def run(args) -> int:
     result = evaluate(args.model, args.tasks, args.out, adapter=args.adapter, tokenizer=tokenizer,
                       decoding=decoding, data=dict(args.data), data_dir=args.data_dir,
                       task_options=options, limit=args.limit, template=args.template,
+                      response_cut=args.response_cut,
                       name=args.name, device=args.device, dtype=args.dtype,
                       progress=not args.no_progress)
     print(result.markdown(), end="")

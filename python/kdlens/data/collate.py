@@ -1,6 +1,7 @@
 """Tokenising records into training examples and padding them into batches.
 
-An example is ``prompt + output + EOS`` tokenised and truncated to ``max_length``; its labels are
+An example is ``prompt + output`` tokenised and truncated to ``max_length``, EOS appended when
+shorter (the paper's finetune.py ``tokenize``); its labels are
 the input ids (the paper's train_on_inputs=True) or -100 over the prompt. Batches are right-padded
 with the pad id; padded positions get attention 0 and label -100. The token counts the loss is
 normalised by are :func:`kdlens.train.step.step_token_counts`.
@@ -25,27 +26,40 @@ class Example:
     prompt_len: int
 
 
-def encode_record(record: dict, tokenizer, template, *, max_length: int, train_on_inputs: bool = True) -> Example:
-    """One LLM-Adapters record -> an :class:`Example` (prompt + output + EOS, truncated)."""
-    prompt = template.prompt(record["instruction"], record.get("input") or "")
+def encode_record(record: dict, tokenizer, template, *, max_length: int, train_on_inputs: bool = True,
+                  add_special_tokens: bool = False) -> Example:
+    """One LLM-Adapters record -> an :class:`Example`, tokenised as the paper's finetune.py does.
+
+    The training text (``template.full_text``) is tokenised with truncation to ``max_length``; EOS
+    is appended when the text is shorter and does not already end in it. ``add_special_tokens``:
+    let the tokenizer add its special tokens (e.g. Llama-3's BOS; the paper's default, True) or not
+    (kdlens's default). The prompt length is that of the training prompt tokenised the same way.
+    """
+    prompt = template.train_prompt(record["instruction"], record.get("input") or "")
     output = record.get("output")
     if not isinstance(output, str):
         raise KdlensError(f"a record's 'output' must be a string, got {type(output).__name__}")
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    full_ids = tokenizer(prompt + output, add_special_tokens=False)["input_ids"]
     if tokenizer.eos_token_id is None:
         raise KdlensError("the tokenizer has no EOS token; training needs one to end responses")
-    full_ids = list(full_ids) + [tokenizer.eos_token_id]
-    full_ids = full_ids[:max_length]
-    n_prompt = min(len(prompt_ids), len(full_ids))
+
+    def tokenize(text: str) -> list[int]:
+        return list(tokenizer(text, add_special_tokens=add_special_tokens, truncation=True,
+                              max_length=max_length)["input_ids"])
+
+    full_ids = tokenize(prompt + output)
+    if (not full_ids or full_ids[-1] != tokenizer.eos_token_id) and len(full_ids) < max_length:
+        full_ids.append(tokenizer.eos_token_id)
+    n_prompt = min(len(tokenize(prompt)), len(full_ids))
     labels = list(full_ids)
     if not train_on_inputs:
         labels[:n_prompt] = [IGNORE_INDEX] * n_prompt
     return Example(input_ids=full_ids, labels=labels, prompt_len=n_prompt)
 
 
-def encode_records(records, tokenizer, template, *, max_length: int, train_on_inputs: bool = True) -> list[Example]:
-    return [encode_record(r, tokenizer, template, max_length=max_length, train_on_inputs=train_on_inputs)
+def encode_records(records, tokenizer, template, *, max_length: int, train_on_inputs: bool = True,
+                   add_special_tokens: bool = False) -> list[Example]:
+    return [encode_record(r, tokenizer, template, max_length=max_length, train_on_inputs=train_on_inputs,
+                          add_special_tokens=add_special_tokens)
             for r in records]
 
 

@@ -36,7 +36,7 @@ class Decoding:
 
     ``seeds``: one generation per item per seed (sampling only; greedy needs a single seed).
     ``stop_strings``: generation of an item ends once its continuation contains one of them (the
-    prompt template's stop strings are added by the evaluation).
+    evaluation adds its response cut's, e.g. ``"### Instruction"``; see :mod:`kdlens.data.prompts`).
     """
 
     do_sample: bool = False
@@ -46,7 +46,7 @@ class Decoding:
     max_new_tokens: int = 256
     seeds: tuple[int, ...] = (6,)
     batch_size: int = 16
-    stop_strings: tuple[str, ...] = ("### Instruction",)
+    stop_strings: tuple[str, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))

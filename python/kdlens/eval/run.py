@@ -6,8 +6,9 @@ open), generates with :mod:`kdlens.eval.resume` (batched, resumable), scores wit
 instruction following), and writes into ``out_dir``:
 
 - ``generations.parquet``: one row per (model, task, item, seed) with prompt, raw_output, output (the
-  response cut at the next "### Instruction"), pred, gold, references, correct, score, prompt_tokens,
-  output_tokens, stop_reason;
+  response: by default cut at the next "### Instruction"; ``response_cut="paper"`` is the paper's
+  ``split("### Response:")[1].strip()``, see :mod:`kdlens.data.prompts`), pred, gold, references,
+  correct, score, prompt_tokens, output_tokens, stop_reason;
 - ``results.parquet`` / ``results.md``: score (%) per task and the family "Average" (unweighted mean
   over the family's tasks, as in the paper);
 - ``run.json``: the model and decoding the folder belongs to (a resumed run must match it).
@@ -101,6 +102,7 @@ def evaluate(
     task_options: Mapping[str, Mapping] | None = None,
     limit: int | None = None,
     template: str = "alpaca",
+    response_cut: str = "instruction",
     name: str | None = None,
     device: str | None = None,
     dtype: str | None = None,
@@ -114,22 +116,24 @@ def evaluate(
     ``tasks``: "math,commonsense", "gsm8k,ARC-Easy", "all" or Task objects. ``data``: task name ->
     file or hub id; ``data_dir``: a folder in LLM-Adapters/MiniLLM layout. ``task_options``: task
     name -> loader options (e.g. ``{"synthetic": {"seed": 0, "n_test": 300}}``). ``limit``: the first
-    N items of each task. Re-running with the same arguments resumes without recomputing.
+    N items of each task. ``template``/``response_cut``: the prompt layout and where a response ends
+    (:mod:`kdlens.data.prompts`; the paper's are "alpaca-paper" and "paper"). Re-running with the same arguments resumes without recomputing.
     """
     import polars as pl
     import torch
 
-    from kdlens.data.prompts import get_template
+    from kdlens.data.prompts import get_response_cut, get_template
     from kdlens.io import write_table_atomic, write_text_atomic
     from kdlens.eval.tasks import Task, resolve_tasks
 
     tmpl = get_template(template)
+    cut = get_response_cut(response_cut)
     task_list = [t for t in tasks] if not isinstance(tasks, str) else resolve_tasks(tasks)
     if not all(isinstance(t, Task) for t in task_list):
         task_list = resolve_tasks([t if isinstance(t, str) else t.name for t in task_list])
     if limit is not None and limit < 1:
         raise KdlensError(f"limit must be >= 1, got {limit}")
-    stops = tuple(dict.fromkeys(decoding.stop_strings + tuple(tmpl.stop_strings)))
+    stops = tuple(dict.fromkeys(decoding.stop_strings + cut.stop_strings))
     if stops != decoding.stop_strings:
         decoding = Decoding(**{**decoding.to_dict(), "stop_strings": stops})
     loaded = not isinstance(model, (str, os.PathLike))
@@ -151,6 +155,7 @@ def evaluate(
         "model_path": name if loaded else str(model),
         "adapter": None if adapter is None else str(adapter),
         "template": template,
+        "response_cut": response_cut,
         "dtype": dtype,
         "decoding": {k: v for k, v in decoding.to_dict().items() if k != "batch_size"},
     }
@@ -174,7 +179,8 @@ def evaluate(
         raise KdlensError(f"{items.height - fresh.height} items were not generated; re-run to resume")
     fresh = fresh.with_columns(
         pl.lit(name).alias("model"),
-        pl.col("raw_output").map_elements(tmpl.response, return_dtype=pl.String).alias("output"),
+        pl.Series("output", [cut(p, r) for p, r in zip(fresh["prompt"], fresh["raw_output"])],
+                  dtype=pl.String),
     )
     scored = score_generations(fresh, {t.name: t for t in task_list})
     columns = ["model", "task", "id", "seed", "prompt", "raw_output", "output", "pred", "gold",

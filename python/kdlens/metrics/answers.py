@@ -115,13 +115,49 @@ def is_correct(outputs: Any, golds: Any, rule: AnswerRule | str,
                num_threads: int | None = None) -> np.ndarray:
     """Bool per item: the answer extracted from the output matches the gold answer."""
     r = _as_rule(rule)
-    if isinstance(golds, np.ndarray) and golds.dtype.kind in "fiu":
-        golds = [repr(float(g)) for g in golds.tolist()]
     try:
-        return _native.correct(text_column(outputs, "outputs"), text_column(golds, "golds"), r.kind,
+        return _native.correct(text_column(outputs, "outputs"), _gold_column(golds, r), r.kind,
                                list(r.labels), r.tolerance, check_threads(num_threads))
     except (TypeError, ValueError) as exc:
         raise KdlensError(f"cannot score answers: {exc}") from exc
+
+
+def _gold_column(golds: Any, rule: AnswerRule):
+    """Gold answers as the Rust side reads them: strings, where numbers (the paper's ``*_1.json``
+    files hold floats) become the text of their float value.
+
+    The paper reads a number gold with Python's ``float()``; kdlens also drops thousands commas
+    ("1,000" is 1000, as the paper reads outputs) and reports a row the paper's code would crash
+    on (a missing gold, a non-number) as a clear error naming the row.
+    """
+    module = type(golds).__module__.split(".")[0]
+    if module == "polars" and golds.dtype.is_numeric():
+        golds = golds.to_numpy()
+    elif module == "pandas" and golds.dtype.kind in "fiu":
+        golds = golds.to_numpy(dtype=np.float64, na_value=np.nan)
+    elif module in ("polars", "pyarrow"):
+        return text_column(golds, "golds")  # a string column, read in place
+    if isinstance(golds, np.ndarray) and golds.dtype.kind in "fiu":
+        values: list = golds.astype(np.float64).tolist()
+    else:
+        values = text_column(golds, "golds")
+        if all(isinstance(g, str) for g in values):
+            return values
+    out = []
+    for i, g in enumerate(values):
+        if isinstance(g, (bool, np.bool_)) or not isinstance(g, (int, float, np.integer, np.floating)):
+            if g is not None and not isinstance(g, str):
+                raise KdlensError(f"gold answer at row {i} is a {type(g).__name__} ({g!r}); "
+                                  "give a number or a string")
+            out.append(g)
+            continue
+        if rule.kind != "last_number":
+            raise KdlensError(f"gold answer at row {i} is a number ({g!r}) but rule {rule.name!r} "
+                              f"compares labels ({', '.join(rule.labels)}); give the label as a string")
+        if np.isnan(g):
+            raise KdlensError(f"gold answer at row {i} is missing (NaN); every row needs a gold answer")
+        out.append(repr(float(g)))
+    return out
 
 
 def accuracy(outputs: Any, golds: Any, rule: AnswerRule | str, num_threads: int | None = None) -> float:

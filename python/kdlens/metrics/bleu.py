@@ -1,7 +1,7 @@
 """sacreBLEU-exact BLEU, computed in Rust: scores, signatures and per-segment statistics.
 
-BLEU follows sacreBLEU 2.6 exactly (tokenizers 13a/intl/char/none, lowercase, smoothing
-exp/floor/add-k/none, effective order, several references, max n-gram order up to 4): scores agree
+BLEU follows sacreBLEU 2.6 exactly (tokenizers 13a/intl/zh/char/none, lowercase, smoothing
+exp/floor/add-k/none, effective order, several references, max n-gram order 1 to 9): scores agree
 with sacrebleu to within 1e-9 on the 0-100 scale (tests/metrics). Every score carries a signature in
 sacrebleu's format. Per-segment sufficient statistics are exposed as numpy arrays, so per-task
 scores, subsets and bootstrap confidence intervals never re-tokenise.
@@ -9,6 +9,10 @@ scores, subsets and bootstrap confidence intervals never re-tokenise.
 Text columns may be Python lists of str, numpy string/object arrays, pyarrow (chunked) arrays or
 Polars Series; Arrow columns are handed to Rust as buffers, lists are read in place. The Rust side
 releases the GIL and uses all cores (``num_threads`` limits it); results do not depend on it.
+
+The tokenizers that need external models (ja-mecab and ko-mecab: MeCab and its dictionaries;
+flores101/flores200/spm: a SentencePiece model) are not built in: asking for one is an error that
+says what sacreBLEU needs installed to compute it.
 
 Tests: ``python -m pytest tests/metrics -q``.
 """
@@ -26,9 +30,18 @@ from kdlens.errors import KdlensError
 from kdlens.metrics.columns import check_threads, is_column_like, n_rows, text_column
 
 SACREBLEU_VERSION = "2.6.0"  # the version whose numbers (and signature format) kdlens reproduces
-TOKENIZERS = ("13a", "intl", "char", "none")
+TOKENIZERS = ("13a", "intl", "zh", "char", "none")
+# sacreBLEU's tokenizers that need an external model: what to install to use them through sacrebleu
+EXTERNAL_TOKENIZERS = {
+    "ja-mecab": "MeCab and its IPA dictionary: pip install 'sacrebleu[ja]'",
+    "ko-mecab": "MeCab-ko and its dictionary: pip install 'sacrebleu[ko]'",
+    "spm": "sentencepiece and the FLORES-101 model: pip install sentencepiece (sacrebleu downloads the model)",
+    "flores101": "sentencepiece and the FLORES-101 model: pip install sentencepiece (sacrebleu downloads the model)",
+    "flores200": "sentencepiece and the FLORES-200 model: pip install sentencepiece (sacrebleu downloads the model)",
+}
 SMOOTH_DEFAULTS = {"none": None, "floor": 0.1, "add-k": 1, "exp": None}
-MAX_NGRAM_ORDER = 4
+NGRAM_ORDER = 4  # sacreBLEU's default max_ngram_order
+MAX_NGRAM_ORDER = 9  # the largest max_ngram_order kdlens (like sacreBLEU's formula) accepts
 
 __all__ = [
     "BLEUScore",
@@ -69,6 +82,10 @@ def _num_refs(streams: list) -> int | str:
 
 
 def _check_options(tokenize: str, smooth_method: str, max_ngram_order: int) -> None:
+    if tokenize in EXTERNAL_TOKENIZERS:
+        raise KdlensError(f"tokenize={tokenize!r} needs an external model kdlens does not bundle; score "
+                          f"with sacrebleu after installing {EXTERNAL_TOKENIZERS[tokenize]}, or use one of "
+                          f"kdlens's built-in tokenizers: {', '.join(TOKENIZERS)}")
     if tokenize not in TOKENIZERS:
         raise KdlensError(f"unknown tokenize={tokenize!r}; use one of {', '.join(TOKENIZERS)}")
     if smooth_method not in SMOOTH_DEFAULTS:
@@ -102,17 +119,23 @@ def bleu_signature(nrefs: int | str = 1, tokenize: str = "13a", lowercase: bool 
 
 @dataclass
 class BLEUScore:
-    """A corpus BLEU score with its parts, like sacrebleu's BLEUScore (0-100 scale)."""
+    """A corpus BLEU score with its parts, like sacrebleu's BLEUScore (0-100 scale).
+
+    ``counts``/``totals`` are what sacreBLEU reports: under add-k smoothing k is added to the
+    orders above 1. ``raw_counts``/``raw_totals`` are the matched and total n-grams themselves.
+    """
 
     score: float
-    counts: list[int]
-    totals: list[int]
+    counts: list[int | float]
+    totals: list[int | float]
     precisions: list[float]
     bp: float
     sys_len: int
     ref_len: int
     signature: str
     ci: tuple[float, float] | None = None  # (mean, half-width of the 95% interval), if bootstrapped
+    raw_counts: list[int] = field(default_factory=list)
+    raw_totals: list[int] = field(default_factory=list)
     ratio: float = field(init=False)
 
     def __post_init__(self) -> None:
@@ -129,6 +152,11 @@ class BLEUScore:
 
     def __str__(self) -> str:
         return self.format()
+
+
+def _as_reported(x: float) -> int | float:
+    """A count as sacreBLEU reports it: an int unless add-k added a fractional k."""
+    return int(x) if float(x).is_integer() else float(x)
 
 
 class BLEUStatistics:
@@ -185,19 +213,22 @@ class BLEUStatistics:
         sacrebleu's 95% bootstrap interval (same resampling indices; sums kept exact as integers)."""
         _check_options(self.tokenize, smooth_method, self.max_ngram_order)
         row = self.stats.sum(axis=0) if len(self.stats) else np.zeros(self.stats.shape[1], np.int64)
-        score, precisions, bp = self._score_row(row, smooth_method, smooth_value, use_effective_order)
+        score, precisions, bp, counts, totals = _native.score_parts(
+            [int(x) for x in row], self.max_ngram_order, smooth_method,
+            None if smooth_value is None else float(smooth_value), use_effective_order)
         o = self.max_ngram_order
         ci = None
         sig_extra: dict = {}
         if n_bootstrap > 1:
             ci = self.bootstrap_ci(n_bootstrap, seed, smooth_method, smooth_value, use_effective_order)
             sig_extra = {"n_bootstrap": n_bootstrap, "seed": seed}
-        return BLEUScore(score=score, counts=[int(x) for x in row[2:2 + o]],
-                         totals=[int(x) for x in row[2 + o:]], precisions=list(precisions), bp=bp,
+        return BLEUScore(score=score, counts=[_as_reported(x) for x in counts],
+                         totals=[_as_reported(x) for x in totals], precisions=list(precisions), bp=bp,
                          sys_len=int(row[0]), ref_len=int(row[1]),
                          signature=self.signature(smooth_method, smooth_value, use_effective_order,
                                                   **sig_extra),
-                         ci=ci)
+                         ci=ci, raw_counts=[int(x) for x in row[2:2 + o]],
+                         raw_totals=[int(x) for x in row[2 + o:]])
 
     def bootstrap_scores(self, n_bootstrap: int = 1000, seed: int = 12345, smooth_method: str = "exp",
                          smooth_value: float | None = None,
@@ -238,7 +269,7 @@ class BLEUStatistics:
 
 
 def bleu_statistics(hyps: Any, refs: Any, *, tokenize: str = "13a", lowercase: bool = False,
-                    max_ngram_order: int = MAX_NGRAM_ORDER,
+                    max_ngram_order: int = NGRAM_ORDER,
                     num_threads: int | None = None) -> BLEUStatistics:
     """Tokenise once and count: the sufficient statistics of every (hypothesis, references) segment.
 
@@ -263,7 +294,7 @@ def bleu_statistics(hyps: Any, refs: Any, *, tokenize: str = "13a", lowercase: b
 
 def sentence_bleu(hyps: Any, refs: Any, *, tokenize: str = "13a", lowercase: bool = False,
                   smooth_method: str = "exp", smooth_value: float | None = None,
-                  use_effective_order: bool = True, max_ngram_order: int = MAX_NGRAM_ORDER,
+                  use_effective_order: bool = True, max_ngram_order: int = NGRAM_ORDER,
                   num_threads: int | None = None) -> np.ndarray:
     """sacrebleu.sentence_bleu for every pair at once: float64 array of scores (0-100)."""
     _check_options(tokenize, smooth_method, max_ngram_order)
@@ -274,7 +305,7 @@ def sentence_bleu(hyps: Any, refs: Any, *, tokenize: str = "13a", lowercase: boo
 
 def corpus_bleu(hyps: Any, refs: Any, *, tokenize: str = "13a", lowercase: bool = False,
                 smooth_method: str = "exp", smooth_value: float | None = None,
-                use_effective_order: bool = False, max_ngram_order: int = MAX_NGRAM_ORDER,
+                use_effective_order: bool = False, max_ngram_order: int = NGRAM_ORDER,
                 n_bootstrap: int = 1, num_threads: int | None = None) -> BLEUScore:
     """sacrebleu.corpus_bleu: one BLEUScore (with signature) over all segments."""
     _check_options(tokenize, smooth_method, max_ngram_order)

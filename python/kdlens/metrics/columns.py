@@ -2,7 +2,8 @@
 
 The leaf of :mod:`kdlens.metrics`: :mod:`~kdlens.metrics.bleu` and :mod:`~kdlens.metrics.answers`
 both convert their inputs here. Accepted: lists of str, numpy string/object arrays, pyarrow (chunked)
-arrays, Polars Series, pandas Series and other iterables of str.
+arrays, Polars Series, pandas Series and other iterables of str. A missing value (None, or pandas'
+NaN/NA) is None, which the Rust side reports as a missing row.
 """
 
 from __future__ import annotations
@@ -56,7 +57,13 @@ def text_column(values: Any, what: str = "texts"):
             raise KdlensError(f"{what} must be one-dimensional, got shape {values.shape}")
         return values.tolist()
     if module == "pandas":
-        return values.to_numpy(dtype=object).tolist()
+        # pandas stores a missing value as NaN (or pd.NA) even in object and str columns: it is None
+        out = values.to_numpy(dtype=object)
+        missing = np.asarray(values.isna(), dtype=bool)
+        if missing.any():
+            out = out.copy()
+            out[missing] = None
+        return out.tolist()
     if isinstance(values, (tuple, range)) or hasattr(values, "__iter__"):
         return list(values)
     raise KdlensError(f"{what}: cannot read {type(values).__name__} as a column of strings")

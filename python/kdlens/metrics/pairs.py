@@ -29,11 +29,11 @@ import numpy as np
 from kdlens.errors import KdlensError
 from kdlens.markdown import markdown_table
 from kdlens.metrics import answers
-from kdlens.metrics.bleu import MAX_NGRAM_ORDER, BLEUStatistics, bleu_signature, bleu_statistics
+from kdlens.metrics.bleu import NGRAM_ORDER, BLEUStatistics, bleu_signature, bleu_statistics
 
 GENERATIONS = "generations.parquet"  # the per-item table `kdlens evaluate` writes into its folder
-STAT_NAMES = ["hyp_len", "ref_len"] + [f"correct_{k}" for k in range(1, MAX_NGRAM_ORDER + 1)] + [
-    f"total_{k}" for k in range(1, MAX_NGRAM_ORDER + 1)]
+STAT_NAMES = ["hyp_len", "ref_len"] + [f"correct_{k}" for k in range(1, NGRAM_ORDER + 1)] + [
+    f"total_{k}" for k in range(1, NGRAM_ORDER + 1)]
 # the BLEU the pairs carry: sentence BLEU with effective order, corpus BLEU from summed statistics
 SENTENCE_SIGNATURE = bleu_signature(1, "13a", False, "exp", None, True)
 CORPUS_SIGNATURE = bleu_signature(1, "13a", False, "exp", None, False)
@@ -130,7 +130,7 @@ class PairTotals:
 
     def corpus_bleu(self) -> float:
         return BLEUStatistics(self.stats[None, :], nrefs=1, tokenize="13a", lowercase=False,
-                              max_ngram_order=MAX_NGRAM_ORDER).corpus_score().score
+                              max_ngram_order=NGRAM_ORDER).corpus_score().score
 
 
 def accumulate(table, totals: dict[str, PairTotals], with_gold: bool) -> None:

@@ -185,7 +185,10 @@ def run_eval(ctx: UnitContext) -> dict:
     trained = ctx.dep("model")
     result = evaluate(trained["model"], task["eval_tasks"], ctx.dir / "eval", adapter=trained["adapter"],
                       decoding=decoding, data_dir=task["data_dir"], limit=opts["limit"],
-                      dtype=opts["dtype"], name=ctx.unit.params["of"], progress=False)
+                      dtype=opts["dtype"], name=ctx.unit.params["of"], progress=False,
+                      # the prompts the models were trained on, unless [evaluate] names a template
+                      template=opts["template"] or ctx.cfg.train.get("template", "alpaca"),
+                      response_cut=opts["response_cut"])
     scores = [{"task": r["task"], "family": r["family"], "score": r["score"]}
               for r in result.results.iter_rows(named=True) if r["task"] != "Average"]
     return {"eval_dir": str(ctx.dir / "eval"), "scores": scores}

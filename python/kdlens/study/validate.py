@@ -18,7 +18,7 @@ from typing import Any
 from kdlens.errors import KdlensError
 
 # Keys of [evaluate] besides the Decoding fields it passes through.
-EVALUATE_EXTRA = ("seed", "seeds", "limit", "dtype")
+EVALUATE_EXTRA = ("seed", "seeds", "limit", "dtype", "template", "response_cut")
 DECODING_KEYS = ("do_sample", "temperature", "top_k", "top_p", "max_new_tokens", "batch_size")
 EVAL_DTYPES = ("float32", "bfloat16", "float16")
 
@@ -27,7 +27,8 @@ _FILLED_IN = {"out_dir": "<unit folder>", "data": "<task data>", "student": "<st
 
 
 def evaluate_settings(section: dict, where: str = "[evaluate]") -> dict[str, Any]:
-    """``[evaluate]`` checked and resolved: {"decoding": Decoding, "limit": int | None, "dtype": str | None}."""
+    """``[evaluate]`` checked and resolved: {"decoding": Decoding, "limit": int | None, "dtype": str | None,
+    "template": str | None, "response_cut": str}."""
     from kdlens.config import _coerce
     from kdlens.eval.decode import Decoding
 
@@ -48,9 +49,18 @@ def evaluate_settings(section: dict, where: str = "[evaluate]") -> dict[str, Any
         raise KdlensError(f"{where}: config key 'evaluate.dtype' = {dtype!r} is not one of {', '.join(EVAL_DTYPES)}")
     try:
         decoding = Decoding(seeds=seeds, **kwargs)
+        # prompt template (None: the one [train] uses) and response cut (kdlens.data.prompts)
+        from kdlens.data.prompts import get_response_cut, get_template
+
+        template = _coerce("evaluate.template", opts.get("template"), str | None)
+        if template is not None:
+            get_template(template)
+        response_cut = _coerce("evaluate.response_cut", opts.get("response_cut", "instruction"), str)
+        get_response_cut(response_cut)
     except KdlensError as exc:
         raise KdlensError(f"{where}: {exc}") from exc
-    return {"decoding": decoding, "limit": limit, "dtype": dtype}
+    return {"decoding": decoding, "limit": limit, "dtype": dtype, "template": template,
+            "response_cut": response_cut}
 
 
 def _train_section(cfg, name: str) -> dict:

@@ -54,8 +54,11 @@ class TrainConfig:
                                      "per-micro-batch reduction averaged over accumulation steps",
                                      choices=("global_tokens", "paper"))
     # data
-    template: str = option("alpaca", help="prompt template name (kdlens.data.prompts)")
-    max_length: int = option(256, help="max tokens per example (EOS appended, then truncated)", range=(8, 1 << 20))
+    template: str = option("alpaca", help="prompt template name (kdlens.data.prompts): alpaca, or alpaca-paper "
+                                          "(the paper's exact bytes)")
+    add_special_tokens: bool = option(False, help="let the tokenizer add its special tokens (e.g. a BOS) to "
+                                                  "training texts (paper: yes)")
+    max_length: int = option(256, help="max tokens per example (truncated; EOS appended when shorter)", range=(8, 1 << 20))
     train_on_inputs: bool = option(True, help="labels cover the prompt too (paper: yes)")
     val_size: int = option(500, help="records held out for validation CE (0: none)", range=(0, None))
     max_train_records: int | None = option(None, help="use only the first N training records", range=(1, None))
@@ -133,7 +136,7 @@ RESUME_FREE_KEYS = frozenset({"resume", "stop_after_steps", "progress", "log_eve
 _PAPER_COMMON: dict[str, Any] = dict(
     lora=True, lora_r=8, lora_alpha=16, lora_dropout=0.05, lr=3e-4, warmup_steps=100, weight_decay=0.0,
     micro_batch_size=4, grad_accum=4, max_length=256, seed=6, train_on_inputs=True, val_size=500,
-    kd_weight=1.0, template="alpaca",
+    kd_weight=1.0, template="alpaca-paper", add_special_tokens=True,
 )
 
 # The paper's hyper-parameters (paper.md sections 3-4). Math uses 4 epochs, commonsense 3.

@@ -33,7 +33,8 @@ def load_split_encode(cfg: TrainConfig, tokenizer, template) -> tuple[list[dict]
     train = [records[i] for i in order[cfg.val_size:]]
     if cfg.max_train_records:
         train = train[:cfg.max_train_records]
-    enc = dict(max_length=cfg.max_length, train_on_inputs=cfg.train_on_inputs)
+    enc = dict(max_length=cfg.max_length, train_on_inputs=cfg.train_on_inputs,
+               add_special_tokens=cfg.add_special_tokens)
     return (train, encode_records(train, tokenizer, template, **enc),
             encode_records(val, tokenizer, template, **enc))
 
