@@ -85,8 +85,10 @@ def _problem(op: str, level: int, rng: random.Random) -> tuple[str, str, int]:
     name, friend = rng.sample(_NAMES, 2)
     obj = rng.choice(_OBJECTS)
     box = rng.choice(_CONTAINERS)
-    n = lambda: rng.randint(lo, hi)
-    f = lambda: rng.randint(flo, fhi)
+    def n():
+        return rng.randint(lo, hi)
+    def f():
+        return rng.randint(flo, fhi)
     if op == "add":
         a, b = n(), n()
         c = a + b

@@ -59,9 +59,10 @@ def collect_tables(study_dir: Path, plan: Plan) -> dict:
               "temperature": pl.Float64, "noise_sigma": pl.Float64, "teacher_kind": pl.String,
               "student_size_b": pl.Float64, "run_id": pl.String, "seed": pl.Int64, "task": pl.String,
               "family": pl.String}
-    frame = lambda rows, value: pl.DataFrame(
-        [{k: r.get(k) for k in [*schema, value]} for r in rows],
-        schema={**schema, value: pl.Float64})
+    def frame(rows, value):
+        return pl.DataFrame(
+            [{k: r.get(k) for k in [*schema, value]} for r in rows],
+            schema={**schema, value: pl.Float64})
     return {"scores": frame(score_rows, "score"), "agreement": frame(agree_rows, "agreement"),
             "fidelity": frame(fid_rows, "fidelity")}
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 import fcntl
 import multiprocessing
 import os
-import select
-import signal
 import subprocess
 import sys
 import time
@@ -34,6 +32,7 @@ from kdlens.study.progress import (
     remaining_path_cost,
     training_step,
 )
+from kdlens.study.lifeline import RUNNER_PID
 from kdlens.study.store import UNIT_DONE, load_plan, unit_dir, unit_result, write_plan
 
 __all__ = ["UNIT_DONE", "StudyOutcome", "describe_plan", "load_plan", "run_study", "unit_dir", "unit_result"]
@@ -79,43 +78,6 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec (Linu
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass
-
-
-# The runner's pid, in the environment of every process of the study (fork server, forked units,
-# torchrun ranks): units watch it (worker.main), the fork server dies with it (study/forkserver_guard.py).
-RUNNER_PID = "KDLENS_RUNNER_PID"
-
-
-def watch_runner(runner_pid: int) -> None:
-    """Kill this unit process as soon as the runner exits, however it was stopped.
-
-    Units are forked from the fork server (or are torchrun ranks in their own session), so
-    PR_SET_PDEATHSIG would fire with their parent, not the runner; a pidfd of the runner itself
-    becomes readable the moment it exits.
-    """
-    import threading
-
-    try:
-        fd = os.pidfd_open(runner_pid)
-    except ProcessLookupError:
-        os.kill(os.getpid(), signal.SIGKILL)  # the runner is already gone
-        return
-    except (AttributeError, OSError):  # no pidfd (old kernel): poll the pid instead
-        fd = None
-
-    def watch() -> None:
-        if fd is not None:
-            select.select([fd], [], [])
-        else:
-            while True:
-                try:
-                    os.kill(runner_pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.5)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    threading.Thread(target=watch, name="kdlens-watch-runner", daemon=True).start()
 
 
 def _lock_study(study_dir: Path) -> int:

@@ -43,7 +43,7 @@ def main(argv=None) -> int:
         print("usage: python -m kdlens.study.worker STUDY_DIR UNIT_ID", file=sys.stderr)
         return 2
     if os.environ.get("KDLENS_RUNNER_PID"):  # die with the study runner, however it was stopped
-        from kdlens.study.runner import watch_runner
+        from kdlens.study.lifeline import watch_runner
 
         watch_runner(int(os.environ["KDLENS_RUNNER_PID"]))
     try:
