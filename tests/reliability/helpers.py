@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-PAPER_RESULTS = REPO / "tests" / "data" / "paper-results"
+PAPER_RESULTS = REPO / "python" / "kdlens" / "stats" / "paper_data"  # the CSVs shipped in the wheel
 
 
 def kdlens_env() -> dict:
