@@ -113,7 +113,7 @@ def kd_vs_sft(analysis, path: Path) -> FigureResult:
             kd.filter((pl.col("family") == family) & (pl.col("method") == m))
             for m in sorted(kd.filter(pl.col("family") == family)["method"].unique().to_list())]
         for k, part in enumerate(f for f in frames if f.height):
-            part = part.group_by(["student", "method"]).agg(pl.all().first()).sort("student_size_b")
+            part = part.group_by(["student", "method"], maintain_order=True).agg(pl.all().first()).sort(["student_size_b", "student"])
             method = part["method"][0]
             x = part["student_size_b"].to_numpy() * 1e3 * (1 + 0.04 * (k - 1.5))  # dodge
             ax.errorbar(x, part["mean"], yerr=_yerr(part, "mean", "ci_low", "ci_high"), marker="o", capsize=3,
@@ -133,7 +133,7 @@ def gain_vs_student_size(analysis, path: Path) -> FigureResult:
     """Finding: the KD gain shrinks with student size. KD - SFT per student and method, paired by seed."""
     name = "gain_vs_student_size"
     gains = analysis.contrasts.filter((pl.col("contrast") == "KD - SFT") & (pl.col("student") != "all"))
-    sizes = analysis.scores_summary.filter(pl.col("student_size_b").is_not_null()).group_by(["family", "student"]).agg(
+    sizes = analysis.scores_summary.filter(pl.col("student_size_b").is_not_null()).group_by(["family", "student"], maintain_order=True).agg(
         pl.col("student_size_b").first())
     gains = gains.join(sizes, on=["family", "student"], how="inner")
     source = "paired differences over seeds"
@@ -141,7 +141,7 @@ def gain_vs_student_size(analysis, path: Path) -> FigureResult:
         units = analysis.units.frame.filter((pl.col("task") == AVERAGE_TASK) & pl.col("student_size_b").is_not_null())
         if units.height == 0:
             return FigureResult(name, None, excluded_reason="no unit has a student size (name without a size and no student_size_b column)")
-        gains = units.group_by(["family", "student", "method"]).agg(
+        gains = units.group_by(["family", "student", "method"], maintain_order=True).agg(
             pl.col("improvement").mean().alias("mean_diff"), pl.col("student_size_b").first(),
             pl.col("improvement").min().alias("ci_low"), pl.col("improvement").max().alias("ci_high"))
         source = "units of analysis (bars: range over teachers and temperatures)"
@@ -190,8 +190,8 @@ def agreement_like_with_like(analysis, path: Path) -> FigureResult:
         if col not in a.columns:
             a = a.with_columns(pl.lit(default, dtype=dtype).alias(col))
     # one value per run (seed): the mean over the family's tasks
-    a = a.group_by(["family", "teacher", "student", "method", "temperature", "noise_sigma", "teacher_kind", "seed"]
-                   ).agg(pl.col("agreement").mean())
+    a = a.group_by(["family", "teacher", "student", "method", "temperature", "noise_sigma", "teacher_kind", "seed"],
+                   maintain_order=True).agg(pl.col("agreement").mean())
     main = (pl.col("method") == "SFT") | (
         (pl.col("teacher_kind").is_null() | (pl.col("teacher_kind") == "task_aware"))
         & (pl.col("noise_sigma") == 0.0) & (pl.col("temperature").fill_null(1.0) == 1.0))
@@ -213,7 +213,7 @@ def agreement_like_with_like(analysis, path: Path) -> FigureResult:
     for ax, (title, frame) in zip(axes, panels):
         frame = frame.with_columns(pl.struct(["method", "teacher_kind", "noise_sigma", "temperature"]).map_elements(
             label, return_dtype=pl.String).alias("label"))
-        stats_ = frame.group_by("label").agg(pl.col("agreement").mean().alias("mean"),
+        stats_ = frame.group_by("label", maintain_order=True).agg(pl.col("agreement").mean().alias("mean"),
                                              pl.col("agreement").std().alias("sd"), pl.len().alias("n"),
                                              pl.col("method").first())
         stats_ = stats_.sort("label", descending=False)
@@ -301,7 +301,7 @@ def _summary_curves(analysis, runs: pl.DataFrame, x: str, path: Path, xlabel: st
 def _varied(summary: pl.DataFrame, x: str, where: pl.Expr) -> pl.DataFrame:
     key = ["family", "teacher", "student", "method"] + (["temperature"] if x == "noise_sigma" else [])
     runs = summary.filter(where & ~pl.col("method").is_in(["SFT", "BaseModel"]))
-    varied = runs.group_by(key).agg(pl.col(x).n_unique().alias("_n")).filter(pl.col("_n") >= 2)
+    varied = runs.group_by(key, maintain_order=True).agg(pl.col(x).n_unique().alias("_n")).filter(pl.col("_n") >= 2)
     return runs.join(varied.select(key), on=key, how="semi", nulls_equal=True)
 
 
@@ -377,7 +377,7 @@ def teacher_student_heatmap(analysis, path: Path) -> FigureResult:
     units = analysis.units.frame.filter(pl.col("task") == AVERAGE_TASK)
     if units.height == 0:
         return FigureResult(name, None, excluded_reason="no unit has an Average score")
-    best = units.group_by(["family", "teacher", "student"]).agg(
+    best = units.group_by(["family", "teacher", "student"], maintain_order=True).agg(
         pl.col("improvement").max(), pl.col("student_size_b").first()
     )
     families = family_order(best["family"].unique().to_list())
