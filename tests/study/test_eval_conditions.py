@@ -11,11 +11,10 @@ from kdlens.errors import KdlensError
 
 
 def _ctx(tmp_path, train, evaluate):
-    unit = SimpleNamespace(params={"of": "sft-x"}, deps=[])
-    results = {"sft-x": {"model": "m", "adapter": None}}
+    unit = SimpleNamespace(params={"of": "sft-x"}, deps={})
+    deps = {"task": {"eval_tasks": "synthetic", "data_dir": None}, "model": {"model": "m", "adapter": None}}
     return SimpleNamespace(cfg=SimpleNamespace(train=train, evaluate=evaluate), unit=unit, dir=Path(tmp_path),
-                           dep=lambda name: {"eval_tasks": "synthetic", "data_dir": None},
-                           result_of=results.__getitem__)
+                           dep=deps.__getitem__)
 
 
 @pytest.mark.parametrize("train,evaluate,want", [
