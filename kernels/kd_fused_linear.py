@@ -58,6 +58,16 @@ def chunk_rows_for(n_rows: int, vocab: int, chunk_bytes: int, bytes_per_element:
     return max(1, min(rows, n_rows))
 
 
+CHUNK_ALIGN_ROWS = 128  # fused-path chunks are rounded to GEMM tiles (1024 rows at V = 151936 by default)
+
+
+def fused_chunk_rows(n_rows: int, vocab: int, chunk_bytes: int) -> int:
+    """Rows per chunk of the Triton fused path: two fp32 logit workspaces plus the ring of
+    ``GRADIENT_RING_CHUNKS`` half-precision gradient chunks within ``chunk_bytes``, tile-aligned."""
+    return chunk_rows_for(n_rows, vocab, chunk_bytes, bytes_per_element=8 + 2 * GRADIENT_RING_CHUNKS,
+                          align=CHUNK_ALIGN_ROWS)
+
+
 RowsFn = Callable[..., "tuple[torch.Tensor, torch.Tensor | None]"]
 
 

@@ -73,8 +73,7 @@ def providers(smoke: bool) -> dict:
             return weight, grad_buf
 
         vocab = min(w_s.shape[0], w_t.shape[0])
-        rows = fused_linear.chunk_rows_for(x_s.shape[0], vocab, DEFAULT_CHUNK_BYTES_CUDA,
-                                           bytes_per_element=8 + 2 * fused_linear.GRADIENT_RING_CHUNKS, align=128)
+        rows = fused_linear.fused_chunk_rows(x_s.shape[0], vocab, DEFAULT_CHUNK_BYTES_CUDA)
         weight = torch.ones(x_s.shape[0], device=x_s.device)
         with torch.no_grad():
             loss, d_x, d_w = fused_linear.linear_kd_chunks(x_s, w_s, x_t, w_t, weight, None, rows_fn, chunk_rows=rows)

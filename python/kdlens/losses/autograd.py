@@ -51,7 +51,6 @@ class TritonLogitsKD(torch.autograd.Function):
         return grad, None, None, None, None
 
 
-CHUNK_ALIGN_ROWS = 128  # chunk rows rounded to GEMM tiles (1024 rows at shape A with the 1.5 GiB default)
 
 
 class TritonFusedLinearKD(torch.autograd.Function):
@@ -65,14 +64,11 @@ class TritonFusedLinearKD(torch.autograd.Function):
     @torch._dynamo.disable
     def forward(ctx, x_s, w_s, x_t, w_t, row_weight, labels, opts: KDOptions, chunk_bytes: int, compute_dtype,
                 dw_in_weight_dtype: bool):
-        from kdlens.kernels.kd_fused_linear import (GRADIENT_RING_CHUNKS, chunk_rows_for, linear_kd_chunks,
-                                                    triton_rows_fn)
+        from kdlens.kernels.kd_fused_linear import fused_chunk_rows, linear_kd_chunks, triton_rows_fn
 
         need_dx, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         vocab = min(w_s.shape[0], w_t.shape[0])
-        # two fp32 logit workspaces + the ring of half-precision gradient chunks
-        rows = chunk_rows_for(x_s.shape[0], vocab, chunk_bytes, bytes_per_element=8 + 2 * GRADIENT_RING_CHUNKS,
-                              align=CHUNK_ALIGN_ROWS)
+        rows = fused_chunk_rows(x_s.shape[0], vocab, chunk_bytes)
         loss, d_x, d_w = linear_kd_chunks(
             x_s, w_s, x_t, w_t, row_weight, labels, triton_rows_fn(**_kernel_args(opts)),
             chunk_rows=rows, row_offset=opts.noise_row_offset, need_dx=need_dx, need_dw=need_dw,
