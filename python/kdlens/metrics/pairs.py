@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -113,7 +114,7 @@ class PairTotals:
 
     pairs: int = 0
     stats: np.ndarray = field(default_factory=lambda: np.zeros(len(STAT_NAMES), dtype=np.int64))
-    bleu_sum: float = 0.0
+    bleu_sum: Fraction = Fraction(0)  # exact (see exact_sum): the same whatever the batch order
     agree: int = 0
     has_rule: bool = True
     teacher_correct: int = 0
@@ -128,9 +129,35 @@ class PairTotals:
         self.teacher_correct += other.teacher_correct
         self.student_correct += other.student_correct
 
+    def mean_sentence_bleu(self) -> float:
+        return float(self.bleu_sum / self.pairs) if self.pairs else float("nan")
+
     def corpus_bleu(self) -> float:
         return BLEUStatistics(self.stats[None, :], nrefs=1, tokenize="13a", lowercase=False,
                               max_ngram_order=NGRAM_ORDER).corpus_score().score
+
+
+def exact_sum(values: np.ndarray) -> Fraction:
+    """The exact sum of finite float64 ``values``, as a fraction.
+
+    A float sum depends on the order of its terms; this one does not, so totals summed batch by
+    batch, or shard by shard on a cluster (kdlens.metrics.ray_fidelity), give the same mean to the
+    last bit. Each value is mantissa * 2**exponent with an integer mantissa below 2**53; the
+    mantissas are summed per exponent in two 26/27-bit halves (int64 cannot overflow below 2**36 terms).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError("exact_sum: values must be finite")
+    mantissa, exponent = np.frexp(values)  # values = mantissa * 2**exponent, 0.5 <= |mantissa| < 1
+    whole = np.ldexp(mantissa, 53).astype(np.int64)  # exact: 53 significant bits
+    high, low = whole >> 26, whole & ((1 << 26) - 1)  # whole = high * 2**26 + low
+    total = Fraction(0)
+    for e in np.unique(exponent):
+        at = exponent == e
+        scaled = int(high[at].sum()) * (1 << 26) + int(low[at].sum())
+        shift = int(e) - 53
+        total += scaled * (1 << shift) if shift >= 0 else Fraction(scaled, 1 << -shift)
+    return total
 
 
 def accumulate(table, totals: dict[str, PairTotals], with_gold: bool) -> None:
@@ -149,7 +176,7 @@ def accumulate(table, totals: dict[str, PairTotals], with_gold: bool) -> None:
         tot = totals.setdefault(task, PairTotals())
         tot.pairs += len(idx)
         tot.stats += stats[idx].sum(axis=0)
-        tot.bleu_sum += float(bleu[idx].sum())
+        tot.bleu_sum += exact_sum(bleu[idx])
         if not rule_known[idx].all():
             tot.has_rule = False
             continue
@@ -172,7 +199,7 @@ def summary(totals: dict[str, PairTotals], with_gold: bool):
         overall.add(tt)
     for task, tt in items + [("ALL", overall)]:
         row = {"task": task, "pairs": tt.pairs, "corpus_bleu": tt.corpus_bleu(),
-               "mean_sentence_bleu": tt.bleu_sum / tt.pairs if tt.pairs else float("nan"),
+               "mean_sentence_bleu": tt.mean_sentence_bleu(),
                "agreement": 100.0 * tt.agree / tt.pairs if tt.has_rule and tt.pairs else None}
         if with_gold:
             row["teacher_accuracy"] = 100.0 * tt.teacher_correct / tt.pairs if tt.has_rule else None
@@ -256,7 +283,7 @@ def compare(teacher_dir: str | os.PathLike, student_dir: str | os.PathLike):
         rows.append({"teacher": t_name, "student": s_name, "task": name, "display": task.display,
                      "family": task.family, "n": tot.pairs,
                      "agreement": 100.0 * tot.agree / tot.pairs if task.rule is not None else None,
-                     "fidelity": tot.bleu_sum / tot.pairs, "corpus_bleu": tot.corpus_bleu(),
+                     "fidelity": tot.mean_sentence_bleu(), "corpus_bleu": tot.corpus_bleu(),
                      "bleu_signature": CORPUS_SIGNATURE})
     table = pl.DataFrame(rows, schema={
         "teacher": pl.String, "student": pl.String, "task": pl.String, "display": pl.String,
