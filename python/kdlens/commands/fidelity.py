@@ -22,6 +22,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pairs scored per batch (bounds memory)")
     parser.add_argument("--pairs-format", choices=("parquet", "csv"), default="parquet")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    ray = parser.add_argument_group("backend (README: Ray clusters)")
+    ray.add_argument("--backend", choices=("local", "ray"), default="local",
+                     help="local: this process (default); ray: Ray Data on a cluster, TEACHER and STUDENT "
+                          "may be Parquet files, folders or globs of shards; pairs go to OUT/pairs/ "
+                          "(pip install 'kdlens[ray]')")
+    ray.add_argument("--address", default=None,
+                     help="ray: the cluster to join (`ray start --head` prints it); default: a new "
+                          "local cluster")
+    ray.add_argument("--partitions", type=int, default=None,
+                     help="ray: hash partitions of the (task, id) join (default: the cluster's CPUs, "
+                          "more for large inputs)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,8 +51,18 @@ def run(args: argparse.Namespace) -> int:
         if not (args.teacher and args.student):
             raise KdlensError("give TEACHER and STUDENT generation files, or --demo")
         teacher, student = args.teacher, args.student
-    result = score_files(teacher, student, args.out, batch_rows=args.batch_rows,
-                         pairs_format=args.pairs_format, progress=not args.no_progress)
+    if args.backend == "ray":
+        from kdlens.metrics.ray_fidelity import score_ray
+
+        if args.pairs_format != "parquet":
+            raise KdlensError("--backend ray writes the pairs as Parquet shards; drop --pairs-format csv")
+        result = score_ray(teacher, student, args.out, batch_rows=args.batch_rows, partitions=args.partitions,
+                           address=args.address, progress=not args.no_progress)
+    else:
+        if args.address is not None or args.partitions is not None:
+            raise KdlensError("--address and --partitions are for --backend ray")
+        result = score_files(teacher, student, args.out, batch_rows=args.batch_rows,
+                             pairs_format=args.pairs_format, progress=not args.no_progress)
     print(result["markdown"])
     for kind, path in result["paths"].items():
         print(f"{kind}: {path}", file=sys.stderr)

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from kdlens.errors import KdlensError
+from kdlens.metrics.ray_cluster import connect, require_ray
 from kdlens.metrics.pairs import STAT_NAMES, PairTotals, score_pairs, summary, summary_markdown
 from kdlens.metrics.stream import GOLD_NAMES, KEY, MAX_TEXT_BYTES, OUTPUT_NAMES
 
@@ -38,31 +39,6 @@ PAIRS_DIR = "pairs"
 RAY_OUTPUT_NAMES = OUTPUT_NAMES + (PAIRS_DIR,)
 STUDENT_OUTPUT = "output_student"
 PARTITION_BYTES = 64 << 20  # text bytes (both sides) per join partition, as in kdlens.metrics.stream
-
-
-def require_ray():
-    """The ``ray`` module, or a KdlensError that says how to install it."""
-    try:
-        import ray
-        import ray.data  # noqa: F401
-    except ImportError:
-        raise KdlensError("the ray backend needs Ray: pip install 'kdlens[ray]'") from None
-    return ray
-
-
-def connect(address: str | None) -> bool:
-    """Join the Ray cluster at ``address`` (None: the one already joined, else a new local one).
-    Returns whether this call started the connection (the caller then shuts it down)."""
-    ray = require_ray()
-    if ray.is_initialized():
-        return False
-    try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 logging_level="ERROR")
-    except ConnectionError as exc:
-        raise KdlensError(f"could not reach a Ray cluster at {address!r}: {exc}; start one with "
-                          "`ray start --head` and pass the address it prints") from None
-    return True
 
 
 # ------------------------------------------------------------------------------------------------

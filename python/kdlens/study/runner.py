@@ -143,6 +143,35 @@ def _run_forked(study_dir: str, unit_id: str, log_path: str, threads: int, gpus:
     sys.exit(main([study_dir, unit_id]))
 
 
+class LocalBackend:
+    """Units as processes on this machine (the default backend): forked from a fork server that has
+    imported torch once, or torchrun subprocesses; GPUs are handed out from ``visible_gpus``.
+
+    A backend starts one unit at a time and hands back a handle with ``poll()`` (None while running,
+    else the exit status), ``kill()``, ``close()``, ``started`` and ``gpus`` (the devices it held);
+    the scheduler (plan, order, resume, failures) is the same for every backend (the other one is
+    kdlens.study.ray_backend).
+    """
+
+    name = "local"
+
+    def __init__(self):
+        self._mp_ctx = None
+
+    def visible_gpus(self, cfg: StudyConfig) -> list[str]:
+        return visible_gpus(cfg)
+
+    def running_limit(self, jobs: int) -> int:
+        return jobs
+
+    def start(self, study_dir: Path, unit: Unit, cfg: StudyConfig, threads: int, env: dict,
+              gpus: list[str]) -> "_UnitProcess":
+        if self._mp_ctx is None:
+            self._mp_ctx = multiprocessing.get_context("forkserver")
+            self._mp_ctx.set_forkserver_preload(PRELOAD)
+        return _UnitProcess(study_dir, unit, cfg, threads, env, self._mp_ctx, gpus)
+
+
 class _UnitProcess:
     """A running unit: a forked process, or a torchrun subprocess for multi-process training."""
 
@@ -196,8 +225,10 @@ def run_study(
     jobs: int | None = None,
     echo: Callable[[str], None] | None = None,
     progress: bool = True,
+    backend=None,
 ) -> StudyOutcome:
-    """Run every unfinished unit of ``cfg``'s plan; return what happened (failures included)."""
+    """Run every unfinished unit of ``cfg``'s plan; return what happened (failures included).
+    ``backend``: where units run, :class:`LocalBackend` (default) or kdlens.study.ray_backend's."""
     from tqdm import tqdm
 
     tqdm.monitor_interval = 0  # no helper thread: workers are forked with a pre-exec hook
@@ -207,13 +238,13 @@ def run_study(
     study_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock_study(study_dir)
     try:
-        return _run_locked(cfg, study_dir, jobs, echo, progress)
+        return _run_locked(cfg, study_dir, jobs, echo, progress, backend or LocalBackend())
     finally:
         os.close(lock)
 
 
 def _run_locked(cfg: StudyConfig, study_dir: Path, jobs: int | None, echo: Callable[[str], None] | None,
-                progress: bool) -> StudyOutcome:
+                progress: bool, backend) -> StudyOutcome:
     from tqdm import tqdm
 
     plan = plan_study(cfg)
@@ -221,7 +252,8 @@ def _run_locked(cfg: StudyConfig, study_dir: Path, jobs: int | None, echo: Calla
     jobs = jobs or cfg.jobs
     cores = os.cpu_count() or 1
     threads = max(1, cores // jobs)
-    free_gpus = visible_gpus(cfg)
+    free_gpus = backend.visible_gpus(cfg)
+    running_limit = backend.running_limit(jobs)
     need = {u.id: _devices_needed(u, cfg, free_gpus) for u in plan.units}
 
     units = plan.by_id()
@@ -250,8 +282,6 @@ def _run_locked(cfg: StudyConfig, study_dir: Path, jobs: int | None, echo: Calla
     os.environ[RUNNER_PID] = env[RUNNER_PID] = str(os.getpid())  # before the fork server starts
     for key in ("OMP_WAIT_POLICY", "TOKENIZERS_PARALLELISM"):  # inherited by the fork server
         os.environ.setdefault(key, env[key])
-    mp_ctx = multiprocessing.get_context("forkserver")
-    mp_ctx.set_forkserver_preload(PRELOAD)
     dead: dict[str, str] = {}  # failed or blocked unit -> label of the failed unit that caused it
     try:
         while pending or running:
@@ -264,14 +294,14 @@ def _run_locked(cfg: StudyConfig, study_dir: Path, jobs: int | None, echo: Calla
                     say(f"[blocked] {u.label}: it needs {cause}, which failed")
             ready = [u for u in pending if all(d in finished for d in u.deps.values())]
             for u in ready:
-                if len(running) >= jobs:
+                if len(running) >= running_limit:
                     break
                 if need[u.id] > len(free_gpus):
                     continue  # waits for a device; a unit that needs none may go first
                 pending.remove(u)
                 held, free_gpus = free_gpus[:need[u.id]], free_gpus[need[u.id]:]
                 unit_dir(study_dir, u.id).mkdir(parents=True, exist_ok=True)
-                running[u.id] = _UnitProcess(study_dir, u, cfg, threads, env, mp_ctx, held)
+                running[u.id] = backend.start(study_dir, u, cfg, threads, env, held)
                 say(f"[start] {u.label}")
             if not running:
                 if pending:  # nothing can run: only blocked work is left (handled above)
@@ -302,18 +332,19 @@ def _run_locked(cfg: StudyConfig, study_dir: Path, jobs: int | None, echo: Calla
                 free_gpus = sorted(free_gpus + proc.gpus, key=lambda g: (len(g), g))
                 u = units[uid]
                 took = time.perf_counter() - proc.started
+                note = getattr(proc, "note", "")  # e.g. the Ray backend's retries after a lost worker
                 if rc == 0 and unit_result(study_dir, uid) is not None:
                     finished.add(uid)
                     outcome.done.append(uid)
                     done_cost += cost[uid]
                     bar.n = round(done_cost, 1)
                     bar.refresh()
-                    say(f"[done {took:7.1f}s] {u.label}")
+                    say(f"[done {took:7.1f}s] {u.label}{note}")
                 else:
                     dead[uid] = u.label
                     outcome.failed.append(uid)
                     tail = _tail(unit_dir(study_dir, uid) / "log.txt")
-                    say(f"[FAILED {took:6.1f}s] {u.label} (exit {rc}); log: "
+                    say(f"[FAILED {took:6.1f}s] {u.label} (exit {rc}){note}; log: "
                         f"{unit_dir(study_dir, uid) / 'log.txt'}\n{tail}")
     finally:
         for proc in running.values():
