@@ -30,7 +30,7 @@ def connect(address: str | None) -> bool:
         return False
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    except (ConnectionError, RuntimeError) as exc:
+    except (ConnectionError, RuntimeError, ValueError) as exc:
         raise KdlensError(f"could not reach a Ray cluster at {address!r} ({str(exc).splitlines()[0]}); "
                           "start one with `ray start --head` and pass the address it prints") from None
     return True
