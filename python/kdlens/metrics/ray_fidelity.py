@@ -93,7 +93,7 @@ class _Side:
         self.gold = next((g for g in GOLD_NAMES if g in names), None)
         self.columns = ["task", "id", "output"] + ([self.gold] if self.gold else [])
         if self.ds is None:
-            self.ds = ray.data.read_parquet(self.files, columns=self.columns)
+            self.ds = ray.data.read_parquet(self.files).select_columns(self.columns)
         self.source = source
 
     def rows(self) -> int:
