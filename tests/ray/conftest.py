@@ -9,8 +9,15 @@ import pytest
 def ray_cluster():
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=150 * 1024 * 1024,
-             log_to_driver=False, logging_level="ERROR")
+    for attempt in range(3):  # a loaded machine can miss Ray's fixed 30 s window for the raylet to start
+        try:
+            ray.init(address="local", num_cpus=2, include_dashboard=False,
+                     object_store_memory=150 * 1024 * 1024, log_to_driver=False, logging_level="ERROR")
+            break
+        except Exception:
+            ray.shutdown()
+            if attempt == 2:
+                raise
     try:
         yield ray
     finally:
