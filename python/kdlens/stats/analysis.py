@@ -97,7 +97,8 @@ def analyse(
         raise KdlensError(f"bootstrap resamples must be >= 0, got {bootstrap}")
     if not 0 < level < 1:
         raise KdlensError(f"confidence level must be in (0, 1), got {level}")
-    units = build_units(tables.scores, tables.agreement, tables.fidelity, extra_methods=extra_methods)
+    units = build_units(tables.scores, tables.agreement, tables.fidelity, agreement2=tables.agreement2,
+                        fidelity2=tables.fidelity2, extra_methods=extra_methods)
     if units.frame.height == 0:
         raise KdlensError("no unit of analysis is left: " + "; ".join(units.exclusions))
     hypotheses = all_hypotheses(units, bootstrap=bootstrap, seed=seed, level=level)
