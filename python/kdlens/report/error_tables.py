@@ -92,7 +92,8 @@ def examples_table(errors, task: str) -> Table:
                      _short(r["student_output"]), _short(r["teacher_output"])])
     empty = [q for q in QUADRANTS if q not in seen]
     notes = [
-        f"Unit: an item; up to {errors.examples_per_quadrant} per quadrant, at evenly spaced ranks of sentence BLEU "
+        f"Unit: an item; n = the items of each quadrant (in brackets beside it); up to "
+        f"{errors.examples_per_quadrant} shown per quadrant, at evenly spaced ranks of sentence BLEU "
         "within the quadrant (one: its median item), all comparisons of the task pooled. Quadrant: student correct "
         "or wrong x sentence BLEU at/above (high) or below (low) the median of its comparison and task (in brackets). "
         f"Texts cut at {TEXT_CHARS} characters (…); error_examples.csv holds them whole.",

@@ -182,8 +182,8 @@ def build_blocks(analysis, figure_dir: Path) -> list[Block]:
             "is computed here from the CSVs, the poster side is quoted as the poster prints it."))
         blocks.append(Bullets(poster_differences(analysis.hypotheses)))
 
-    blocks.append(Heading(2, "Error analysis: per-item correctness vs fidelity"))
     if analysis.errors is not None and analysis.errors.correlations.height:
+        blocks.append(Heading(2, "Error analysis: per-item correctness vs fidelity"))
         blocks.append(Paragraph(
             "As in the paper's error analysis: are the items a student gets right the ones where it writes like its "
             "teacher? Per task, the point-biserial correlation of per-item correctness with sentence BLEU, and "
@@ -192,6 +192,8 @@ def build_blocks(analysis, figure_dir: Path) -> list[Block]:
         if analysis.errors.correlations.height > MAX_COMPARISON_ROWS:
             blocks.append(Paragraph(f"The {analysis.errors.correlations.height} per-comparison rows, each with its "
                                     "interval: tables/error_correlations.csv."))
+    elif analysis.errors is not None:
+        excluded.append("Error analysis: no item has a correct/wrong score (tasks without an answer rule, e.g. ROUGE-L).")
     else:
         excluded.append("Error analysis: the results have no per-item teacher-student pairs (items table; a study "
                         "writes results/items.parquet, `kdlens compare --error-analysis -o DIR` writes DIR/items.parquet).")
