@@ -188,8 +188,10 @@ def test_compare_cli_error_analysis(eval_dirs, tmp_path, capsys):
     assert r == pytest.approx(stats.pointbiserialr(STUDENT_OK, items.sort("id")["fidelity"].to_list()).statistic)
     assert main(["compare", *map(str, eval_dirs), "--error-analysis", "--examples", "-1"]) == 2
     assert "kdlens: error: --examples must be >= 0" in capsys.readouterr().err
-    assert main(["compare", *map(str, eval_dirs)]) == 0  # without the flag: no error analysis
+    # without the flag: no error analysis; the same OUT is replaced whole, the error files go with it
+    assert main(["compare", *map(str, eval_dirs), "-o", str(out)]) == 0
     assert "Per-item correctness" not in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["comparison.md", "comparison.parquet"]
 
 
 def test_compare_error_analysis_needs_evaluate_columns(tmp_path, capsys):

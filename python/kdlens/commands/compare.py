@@ -38,6 +38,7 @@ def run(args) -> int:
     table = compare(args.teacher_dir, args.student_dir)
     text = comparison_markdown(table)
     names = ["comparison.parquet", "comparison.md"]
+    error_names = ["error_analysis.md", "items.parquet", "error_correlations.csv", "error_examples.csv"]
     errors = None
     if args.error_analysis:
         from kdlens.report.error_tables import error_analysis_markdown
@@ -46,10 +47,12 @@ def run(args) -> int:
         items = pair_items(args.teacher_dir, args.student_dir)
         errors = error_analysis(items, examples=args.examples)
         text += "\n" + error_analysis_markdown(errors)
-        names += ["error_analysis.md", "items.parquet", "error_correlations.csv", "error_examples.csv"]
+        names += error_names
     if args.out:  # checked and written before the table is printed: an error is the only output
         out = Path(args.out)
-        with output_set(out, names=names, what="kdlens comparison") as stage:
+        # the set may hold the error-analysis files of an earlier run; a run without them drops them
+        with output_set(out, names=["comparison.parquet", "comparison.md", *error_names],
+                        what="kdlens comparison") as stage:
             write_table_atomic(table, stage / "comparison.parquet")
             write_text_atomic(stage / "comparison.md", comparison_markdown(table))
             if errors is not None:
