@@ -70,7 +70,7 @@ def providers(smoke: bool) -> dict:
         from kdlens.losses.dispatch import DEFAULT_CHUNK_BYTES_CUDA
 
         def rows_fn(z_s, z_t, weight, labels_c, row_offset, grad_buf):
-            return weight, grad_buf
+            return weight, grad_buf, None
 
         vocab = min(w_s.shape[0], w_t.shape[0])
         rows = fused_linear.fused_chunk_rows(x_s.shape[0], vocab, DEFAULT_CHUNK_BYTES_CUDA)

@@ -9,7 +9,6 @@
 Run: python -m pytest tests/losses/test_sparse.py -q
 """
 
-import math
 
 import pytest
 import torch
@@ -254,3 +253,92 @@ def test_shape_and_option_errors():
         sparse_kd_loss(z_s, **cache, tail="drop")
     with pytest.raises(KdlensError, match="over the student's positions"):
         sparse_kd_loss(z_s[:1], **cache)
+
+
+# ---- implementations against the reference ---------------------------------------------------------------
+
+def _run(form, impl, z_s_or_xw, cache, kw, compile=False, chunk_bytes=None):
+    """(loss, grads, stats tuple) of one implementation; float32 inputs, float64 outputs."""
+    if form == "logits":
+        z = z_s_or_xw.detach().clone().requires_grad_()
+        loss, stats = sparse_kd_loss(z, **cache, implementation=impl, compile=compile, chunk_bytes=chunk_bytes,
+                                     return_stats=True, **kw)
+        loss.backward()
+        grads = [z.grad.double()]
+    else:
+        x, w = (t.detach().clone().requires_grad_() for t in z_s_or_xw)
+        loss, stats = sparse_kd_loss(student_hidden=x, student_weight=w, **cache, implementation=impl,
+                                     compile=compile, chunk_bytes=chunk_bytes, return_stats=True, **kw)
+        loss.backward()
+        grads = [x.grad.double(), w.grad.double()]
+    st = torch.stack([stats.valid_tokens, stats.agree_tokens, stats.teacher_entropy_sum,
+                      stats.student_entropy_sum]).double()
+    return loss.detach().double(), grads, st
+
+
+CASES = [  # (objective, tail, k, T, sigma, ce, reduction)
+    ("forward_kl", "rest", 8, 1.0, 0.0, 0.0, "token_mean"),
+    ("reverse_kl", "rest", 16, 2.0, 1.0, 0.2, "paper_sequence_mean"),
+    ("jsd", "rest", V, 0.5, 0.0, 0.0, "sum"),
+    ("forward_kl", "renormalize", 5, 2.0, 1.0, 0.0, "sum"),
+    ("reverse_kl", "renormalize", V, 1.0, 0.0, 0.3, "token_mean"),
+    ("jsd", "renormalize", 12, 1.0, 2.0, 0.1, "paper_sequence_mean"),
+    ("forward_kl", "rest", V - 1, 1.0, 0.0, 0.0, "token_mean"),
+]
+
+
+@pytest.mark.parametrize("impl,compile", [("chunked", False), ("chunked", True), ("triton", False)])
+@pytest.mark.parametrize("form", ["logits", "hidden"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-{c[1]}-k{c[2]}")
+def test_implementations_match_reference(impl, compile, form, case):
+    objective, tail, k, temperature, sigma, ce, reduction = case
+    if compile and case is not (CASES[0] if form == "logits" else CASES[1]):
+        pytest.skip("torch.compile: one case per form keeps the suite fast (compilation takes seconds per variant)")
+    x, w, z_t, labels, attention = _dense(9)
+    x, w, z_t = x.float(), w.float(), z_t.float()
+    cache = _cache(z_t, k)
+    kw = dict(objective=objective, tail=tail, temperature=temperature, noise_sigma=sigma, noise_seed=3,
+              noise_row_offset=5, ce_weight=ce, labels=labels, attention_mask=attention, reduction=reduction,
+              beta=0.3, scale_by_t2=True)
+    student = x @ w.t() if form == "logits" else (x, w)
+    ref = _run(form, "reference", student, cache, kw)
+    got = _run(form, impl, student, cache, kw, compile=compile, chunk_bytes=7 * V * 24)
+    assert torch.allclose(got[0], ref[0], rtol=2e-5, atol=1e-6)
+    for g, r in zip(got[1], ref[1]):
+        assert torch.allclose(g, r, rtol=0, atol=5e-5 * float(r.abs().max()))
+    assert torch.allclose(got[2], ref[2], rtol=2e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", ["chunked", "triton"])
+@pytest.mark.parametrize("tail", ["renormalize", "rest"])
+def test_chunk_size_invariance(impl, tail):
+    x, w, z_t, labels, attention = _dense(10)
+    x, w, z_t = x.float(), w.float(), z_t.float()
+    cache = _cache(z_t, 9)
+    kw = dict(tail=tail, objective="jsd", noise_sigma=1.0, ce_weight=0.2, labels=labels, attention_mask=attention)
+    results = [_run("hidden", impl, (x, w), cache, kw, chunk_bytes=rows * V * 24) for rows in (1, 2, 4, 6)]
+    for r in results[1:]:
+        assert torch.allclose(r[0], results[0][0], rtol=1e-6)
+        for g, g0 in zip(r[1], results[0][1]):
+            assert torch.allclose(g, g0, rtol=0, atol=1e-6 * float(g0.abs().max()))
+        assert torch.equal(r[2][:2], results[0][2][:2])
+
+
+@pytest.mark.parametrize("impl", ["chunked", "triton"])
+@pytest.mark.parametrize("form", ["logits", "hidden"])
+def test_dense_stats_every_implementation(impl, form):
+    x, w, z_t, labels, attention = _dense(11)
+    x, w, z_t = x.float(), w.float(), z_t.float()
+    w_t = torch.linalg.lstsq(x.reshape(-1, H), z_t.reshape(-1, V)).solution.t().contiguous()  # [V, H]
+    z_t = x @ w_t.t()
+    w_s = w.clone()
+    w_s[:5] = w_t[:5] * 1.5  # some shared argmaxes
+    kw = dict(labels=labels, attention_mask=attention, temperature=2.0, noise_sigma=0.5, noise_seed=1)
+    ref = kd_loss(x @ w_s.t(), z_t, implementation="reference", return_stats=True, **kw)[1]
+    if form == "logits":
+        got = kd_loss(x @ w_s.t(), z_t, implementation=impl, compile=False, return_stats=True, **kw)[1]
+    else:
+        got = kd_loss(student_hidden=x, student_weight=w_s, teacher_hidden=x, teacher_weight=w_t,
+                      implementation=impl, compile=False, chunk_bytes=2 * V * 24, return_stats=True, **kw)[1]
+    for a, b in zip(got._tensors(), ref._tensors()):
+        assert torch.allclose(a.double(), b.double(), rtol=2e-5, atol=1e-5)
