@@ -342,3 +342,63 @@ def test_dense_stats_every_implementation(impl, form):
                       implementation=impl, compile=False, chunk_bytes=2 * V * 24, return_stats=True, **kw)[1]
     for a, b in zip(got._tensors(), ref._tensors()):
         assert torch.allclose(a.double(), b.double(), rtol=2e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", ["chunked", "triton"])
+@pytest.mark.parametrize("objective", ["forward_kl", "reverse_kl", "jsd"])
+def test_forced_half_ring_branch_bf16_cache(impl, objective, monkeypatch):
+    """bf16 student operands through the GPU-only ring branch (forced on the CPU) and bf16 cached logits,
+    against the float64 reference on the same bf16 values (1e-2 x max|grad|: bf16 gradient storage)."""
+    import kdlens.kernels.kd_fused_linear as fl
+
+    monkeypatch.setattr(fl, "uses_half_gradient", lambda x: x.dtype in (torch.float16, torch.bfloat16))
+    x, w, z_t, labels, attention = _dense(12)
+    x, w = x.to(torch.bfloat16), w.to(torch.bfloat16)
+    cache = _cache(z_t.float(), 7)
+    cache["teacher_topk_logits"] = cache["teacher_topk_logits"].to(torch.bfloat16)
+    kw = dict(objective=objective, tail="rest", temperature=2.0, noise_sigma=1.0, ce_weight=0.2, labels=labels,
+              attention_mask=attention)
+    got = _run("hidden", impl, (x, w), cache, kw, chunk_bytes=2 * V * 24)
+    ref = _run("hidden", "reference", (x.double(), w.double()), cache, kw)
+    assert torch.allclose(got[0], ref[0], rtol=2e-3)
+    for g, r in zip(got[1], ref[1]):
+        assert torch.allclose(g, r, rtol=0, atol=1e-2 * float(r.abs().max()))
+    assert torch.allclose(got[2], ref[2], rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("impl", ["reference", "chunked", "triton"])
+@pytest.mark.parametrize("objective", ["forward_kl", "jsd"])
+def test_no_grad_and_all_masked(impl, objective):
+    """Under no_grad the loss and stats are the same as with autograd (the kernels skip the gradient pass
+    and sum the entropies in their loss pass); an all-masked batch gives loss 0 and zero stats."""
+    x, w, z_t, labels, attention = _dense(13)
+    x, w, z_t = x.float(), w.float(), z_t.float()
+    cache = _cache(z_t, 6)
+    kw = dict(objective=objective, labels=labels, attention_mask=attention, compile=False)
+    with_grad = sparse_kd_loss(student_hidden=x, student_weight=w.requires_grad_(), **cache, implementation=impl,
+                               return_stats=True, **kw)
+    with torch.no_grad():
+        without = sparse_kd_loss(student_hidden=x, student_weight=w, **cache, implementation=impl,
+                                 return_stats=True, **kw)
+        dense_without = kd_loss(x @ w.t(), z_t, implementation=impl, return_stats=True, **kw)
+    dense_with = kd_loss((x @ w.t()).detach().requires_grad_(), z_t, implementation=impl, return_stats=True, **kw)
+    for a, b in ((with_grad, without), (dense_with, dense_without)):
+        assert torch.allclose(a[0].detach(), b[0], rtol=1e-6)
+        assert torch.allclose(torch.stack(a[1]._tensors()), torch.stack(b[1]._tensors()), rtol=1e-6)
+    masked = labels.clone().fill_(-100)
+    loss, stats = sparse_kd_loss(student_hidden=x, student_weight=w, **cache, implementation=impl,
+                                 return_stats=True, **{**kw, "labels": masked})
+    assert float(loss) == 0.0 and all(float(t) == 0.0 for t in stats._tensors())
+    assert stats.means() == {"token_agreement": 0.0, "teacher_entropy": 0.0, "student_entropy": 0.0}
+
+
+def test_stats_add_over_micro_batches():
+    x, w, z_t, labels, _ = _dense(14)
+    cache = _cache(z_t, 4)
+    full = sparse_kd_loss(x @ w.t(), **cache, labels=labels, implementation="reference", return_stats=True)[1]
+    halves = [sparse_kd_loss((x @ w.t())[i:i + 1], **{k: (v[i:i + 1] if torch.is_tensor(v) else v)
+                                                       for k, v in cache.items()},
+                             labels=labels[i:i + 1], implementation="reference", return_stats=True)[1]
+              for i in range(B)]
+    total = halves[0] + halves[1]
+    assert torch.allclose(torch.stack(total._tensors()), torch.stack(full._tensors()))
