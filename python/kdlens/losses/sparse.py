@@ -19,6 +19,10 @@ from kdlens.losses.options import IMPLEMENTATIONS, KDOptions, row_weights, valid
 from kdlens.losses.reference import SPARSE_OBJECTIVES, TAILS
 from kdlens.losses.stats import TokenStats, token_stats
 
+# The Triton kernel holds a row's k cached entries in one block of next_power_of_2(k) lanes: at 16384 that
+# is 32 values per thread and tensor with 16 warps. Larger k (e.g. k = V, a test configuration) runs chunked.
+MAX_SPARSE_K = 16384
+
 
 def sparse_kd_loss(
     student_logits: torch.Tensor | None = None,
@@ -159,7 +163,10 @@ def sparse_kd_loss(
 
     impl = implementation
     if impl == "auto":
-        impl = "triton" if device.type == "cuda" else "chunked"
+        impl = "triton" if device.type == "cuda" and k <= MAX_SPARSE_K else "chunked"
+    if impl == "triton" and k > MAX_SPARSE_K:
+        raise KdlensError(f"implementation='triton' takes at most k = {MAX_SPARSE_K} cached ids per position, "
+                          f"got k = {k}; use implementation='chunked' (or 'auto')")
     ids = teacher_ids.to(device)
     zt = teacher_topk_logits.detach().to(device)
     if impl == "reference":
