@@ -70,7 +70,8 @@ def sparse_kd_loss(
     tl.randn(noise_seed, ((noise_row_offset + n) << 32) | v) at the cached ids v, the same numbers the dense
     kd_loss adds at those columns), b = z' / T over the k ids S. Buckets and probabilities:
       tail="renormalize": buckets = S. p = softmax_S(b), q = softmax_S(a_S) (both renormalised over S;
-        teacher_lse is not needed). The student's uncached logits get no KD gradient.
+        teacher_lse is not read, so any temperature works). The student's uncached logits get no KD
+        gradient.
       tail="rest": buckets = S + one "rest" bucket (the uncached ids, present when k < V).
         The cached tail mass R = max(0, 1 - sum_S exp(z_v / T - lse_T)) (clean logits; lse_T the cached
         log-sum-exp at this T, which must be one of teacher_temperatures), L = log(sum_S exp(b_v) +
@@ -143,8 +144,8 @@ def sparse_kd_loss(
     k = teacher_ids.shape[-1]
     if k > vocab:
         raise KdlensError(f"the cache holds k = {k} ids per position but the vocabulary has only {vocab}")
-    lse_t = None
-    if tail == "rest" or teacher_lse is not None:
+    lse_t = None  # only the rest bucket reads the log-sum-exp: renormalize works at any temperature
+    if tail == "rest":
         lse_t = _select_lse(teacher_lse, teacher_temperatures, opts.temperature, lead)
     if opts.has_ce and labels is None:
         raise KdlensError("ce_weight > 0 needs labels (the hard targets of the cross-entropy term)")
