@@ -164,9 +164,11 @@ def point_biserial(correct: np.ndarray, fidelity: np.ndarray, level: float = DEF
         return None, None, None, None, "fewer than 3 items"
     if x.all() or not x.any():
         return None, None, None, None, "the student is " + ("always correct" if x.all() else "never correct")
-    s = y.std()
-    if s == 0:
+    span = float(np.ptp(y))
+    if span == 0:
         return None, None, None, None, "fidelity is constant"
+    y = (y - y.min()) / span  # r is invariant to affine maps; this keeps a tiny spread from underflowing
+    s = y.std()
     p = x.mean()
     r = float((y[x].mean() - y[~x].mean()) / s * math.sqrt(p * (1 - p)))
     r = max(-1.0, min(1.0, r))
