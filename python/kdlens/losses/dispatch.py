@@ -13,6 +13,7 @@ import torch
 
 from kdlens.errors import KdlensError
 from kdlens.losses.options import IMPLEMENTATIONS, KDOptions, row_weights, valid_mask
+from kdlens.losses.stats import TokenStats, token_stats
 
 DEFAULT_CHUNK_BYTES_CPU = 128 * 2**20
 # 1024-row chunks at V = 151936 on CUDA: two fp32 [c, V] logit workspaces + a ring of two bf16 gradient chunks
@@ -49,7 +50,8 @@ def kd_loss(
     compile: bool = True,
     compute_dtype: torch.dtype | None = None,
     dw_accumulation: str = "fp32",
-) -> torch.Tensor:
+    return_stats: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, TokenStats]:
     """Knowledge-distillation loss between student and teacher next-token distributions (scalar, with autograd).
 
     Inputs, one of two forms (positions are NOT shifted: row n of student and teacher is the same token):
@@ -93,6 +95,9 @@ def kd_loss(
       (one host sync; skipped while torch.compile traces or a CUDA graph is captured).
     A teacher logit of -inf (probability 0, e.g. a masked vocabulary entry) gives finite losses and
     gradients wherever the divergence is finite (forward KL, JSD, TVD, skew forward KL).
+    ``return_stats=True`` returns (loss, TokenStats) (kdlens.losses.stats): over the valid positions, the
+      count, the positions where argmax z_s == argmax z_t' (shared vocabulary, noisy teacher), and the sums
+      of teacher and student entropy at temperature T; computed in the loss pass by every implementation.
     """
     if implementation not in IMPLEMENTATIONS:
         raise KdlensError(f"unknown implementation {implementation!r}; choose one of {', '.join(IMPLEMENTATIONS)}")
@@ -176,7 +181,12 @@ def kd_loss(
             student_logits = rnd(student_hidden) @ rnd(student_weight).t()
             with torch.no_grad():
                 teacher_logits = rnd(teacher_hidden) @ rnd(teacher_weight).t()
-        return reference_kd_loss(student_logits, teacher_logits, opts, labels, attention_mask, normalizer)
+        loss = reference_kd_loss(student_logits, teacher_logits, opts, labels, attention_mask, normalizer)
+        if not return_stats:
+            return loss
+        from kdlens.losses.reference import reference_dense_token_stats
+
+        return loss, reference_dense_token_stats(student_logits, teacher_logits, opts, labels, attention_mask)
 
     valid = valid_mask(batch_shape, labels, attention_mask, opts.ignore_index, device)
     weight = row_weights(valid, reduction, normalizer)
@@ -191,6 +201,7 @@ def kd_loss(
     if not torch.is_grad_enabled():  # needs_input_grad ignores grad mode: detach, so no gradient is formed
         student_logits, student_hidden, student_weight = (
             None if t is None else t.detach() for t in (student_logits, student_hidden, student_weight))
+    row_stats = torch.zeros(weight.shape[0], 3, dtype=torch.float32, device=device) if return_stats else None
     if logits_form:
         z_s = student_logits.reshape(-1, student_logits.shape[-1])
         z_t = teacher_logits.detach().reshape(-1, teacher_logits.shape[-1])
@@ -199,23 +210,29 @@ def kd_loss(
 
             z_s = z_s if z_s.stride(-1) == 1 else z_s.contiguous()
             z_t = z_t if z_t.stride(-1) == 1 else z_t.contiguous()
-            return TritonLogitsKD.apply(z_s, z_t, weight, flat_labels, opts)
-        from kdlens.losses.chunked import ChunkedLogitsKD
+            loss = TritonLogitsKD.apply(z_s, z_t, weight, flat_labels, opts, row_stats)
+        else:
+            from kdlens.losses.chunked import ChunkedLogitsKD
 
-        return ChunkedLogitsKD.apply(z_s, z_t, weight, flat_labels, opts, int(chunk_bytes), bool(compile))
+            loss = ChunkedLogitsKD.apply(z_s, z_t, weight, flat_labels, opts, int(chunk_bytes), bool(compile),
+                                         row_stats)
+    else:
+        x_s = student_hidden.reshape(-1, student_hidden.shape[-1])
+        x_t = teacher_hidden.detach().reshape(-1, teacher_hidden.shape[-1])
+        w_t = teacher_weight.detach()
+        if impl == "triton":
+            from kdlens.losses.autograd import TritonFusedLinearKD
 
-    x_s = student_hidden.reshape(-1, student_hidden.shape[-1])
-    x_t = teacher_hidden.detach().reshape(-1, teacher_hidden.shape[-1])
-    w_t = teacher_weight.detach()
-    if impl == "triton":
-        from kdlens.losses.autograd import TritonFusedLinearKD
+            loss = TritonFusedLinearKD.apply(x_s, student_weight, x_t, w_t, weight, flat_labels, opts,
+                                             int(chunk_bytes), compute_dtype, lean, row_stats)
+        else:
+            from kdlens.losses.chunked import ChunkedLinearKD
 
-        return TritonFusedLinearKD.apply(x_s, student_weight, x_t, w_t, weight, flat_labels, opts, int(chunk_bytes),
-                                         compute_dtype, lean)
-    from kdlens.losses.chunked import ChunkedLinearKD
-
-    return ChunkedLinearKD.apply(x_s, student_weight, x_t, w_t, weight, flat_labels, opts, int(chunk_bytes),
-                                 bool(compile), compute_dtype, lean)
+            loss = ChunkedLinearKD.apply(x_s, student_weight, x_t, w_t, weight, flat_labels, opts, int(chunk_bytes),
+                                         bool(compile), compute_dtype, lean, row_stats)
+    if not return_stats:
+        return loss
+    return loss, token_stats(row_stats, valid)
 
 
 def _round_to(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
