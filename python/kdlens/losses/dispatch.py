@@ -13,6 +13,7 @@ import torch
 
 from kdlens.errors import KdlensError
 from kdlens.losses.options import IMPLEMENTATIONS, KDOptions, row_weights, valid_mask
+from kdlens.losses.stats import TokenStats, token_stats
 
 DEFAULT_CHUNK_BYTES_CPU = 128 * 2**20
 # 1024-row chunks at V = 151936 on CUDA: two fp32 [c, V] logit workspaces + a ring of two bf16 gradient chunks
@@ -49,7 +50,8 @@ def kd_loss(
     compile: bool = True,
     compute_dtype: torch.dtype | None = None,
     dw_accumulation: str = "fp32",
-) -> torch.Tensor:
+    return_stats: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, TokenStats]:
     """Knowledge-distillation loss between student and teacher next-token distributions (scalar, with autograd).
 
     Inputs, one of two forms (positions are NOT shifted: row n of student and teacher is the same token):
@@ -93,6 +95,9 @@ def kd_loss(
       (one host sync; skipped while torch.compile traces or a CUDA graph is captured).
     A teacher logit of -inf (probability 0, e.g. a masked vocabulary entry) gives finite losses and
     gradients wherever the divergence is finite (forward KL, JSD, TVD, skew forward KL).
+    ``return_stats=True`` returns (loss, TokenStats) (kdlens.losses.stats): over the valid positions, the
+      count, the positions where argmax z_s == argmax z_t' (shared vocabulary, noisy teacher), and the sums
+      of teacher and student entropy at temperature T; computed in the loss pass by every implementation.
     """
     if implementation not in IMPLEMENTATIONS:
         raise KdlensError(f"unknown implementation {implementation!r}; choose one of {', '.join(IMPLEMENTATIONS)}")
@@ -176,7 +181,12 @@ def kd_loss(
             student_logits = rnd(student_hidden) @ rnd(student_weight).t()
             with torch.no_grad():
                 teacher_logits = rnd(teacher_hidden) @ rnd(teacher_weight).t()
-        return reference_kd_loss(student_logits, teacher_logits, opts, labels, attention_mask, normalizer)
+        loss = reference_kd_loss(student_logits, teacher_logits, opts, labels, attention_mask, normalizer)
+        if not return_stats:
+            return loss
+        from kdlens.losses.reference import reference_dense_token_stats
+
+        return loss, reference_dense_token_stats(student_logits, teacher_logits, opts, labels, attention_mask)
 
     valid = valid_mask(batch_shape, labels, attention_mask, opts.ignore_index, device)
     weight = row_weights(valid, reduction, normalizer)

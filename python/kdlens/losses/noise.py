@@ -101,9 +101,16 @@ def philox_randn(seed: int, rows: torch.Tensor, n_cols: int) -> torch.Tensor:
 
     ``rows`` is a 1-D integer tensor of global row indices (in [0, 2**32)); the device of ``rows`` is used.
     """
-    rows = rows.to(torch.int64).reshape(-1, 1)
     cols = torch.arange(n_cols, device=rows.device, dtype=torch.int64).reshape(1, -1)
-    i1, i2 = philox4x32_10(seed, cols, rows)
+    return philox_randn_at(seed, rows, cols)
+
+
+def philox_randn_at(seed: int, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """``eps[i, j] = tl.randn(seed, (rows[i] << 32) | cols[i, j])`` as float32 ``[len(rows), n]`` for given
+    column (vocabulary) ids ``cols`` ``[len(rows), n]`` or ``[1, n]``: the noise a sparse teacher's cached
+    ids get, equal to the dense noise at those columns."""
+    rows = rows.to(torch.int64).reshape(-1, 1)
+    i1, i2 = philox4x32_10(seed, cols.to(device=rows.device, dtype=torch.int64), rows)
     u1 = torch.clamp_min(_uint_to_uniform_float(i1), 1.0e-7)
     u2 = _uint_to_uniform_float(i2)
     theta = torch.tensor(_TWO_PI, dtype=torch.float32, device=rows.device) * u2

@@ -33,12 +33,15 @@ It computes in float64 for float64 inputs and in float32 otherwise; gradients co
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from kdlens.errors import KdlensError
-from kdlens.losses.noise import philox_randn
+from kdlens.losses.noise import philox_randn, philox_randn_at
 from kdlens.losses.options import KDOptions
+from kdlens.losses.stats import dense_row_stats, entropy, token_stats
 
 
 def _log_probs(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float):
@@ -189,3 +192,136 @@ def reference_kd_loss(
         ce = F.cross_entropy(z_s.reshape(-1, vocab), safe_labels.reshape(-1), reduction="none")
         per_position = per_position + options.ce_weight * ce.reshape(batch_shape)
     return _reduce(per_position, valid, options.reduction, normalizer)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sparse (top-k cached) teacher: the spec of kdlens.losses.sparse_kd_loss (formulas in its docstring).
+
+SPARSE_OBJECTIVES = ("forward_kl", "reverse_kl", "jsd")
+TAILS = ("renormalize", "rest")
+
+
+def sparse_noisy_logits(teacher_ids: torch.Tensor, teacher_topk_logits: torch.Tensor,
+                        options: KDOptions) -> torch.Tensor:
+    """The cached logits plus sigma * eps[n, id] (eps keyed on the row and the vocabulary id, so equal to
+    the dense noise at those columns); float32/64 [..., k]. The uncached tail gets no noise."""
+    z = teacher_topk_logits
+    if not options.has_noise:
+        return z
+    k = teacher_ids.shape[-1]
+    ids = teacher_ids.reshape(-1, k).to(torch.int64)
+    rows = torch.arange(ids.shape[0], device=ids.device) + options.noise_row_offset
+    eps = philox_randn_at(options.noise_seed, rows, ids).reshape(teacher_ids.shape)
+    return z + options.noise_sigma * eps.to(z.dtype)
+
+
+def sparse_teacher_log_probs(teacher_ids, teacher_topk_logits, teacher_lse_t, options: KDOptions, tail: str,
+                             vocab: int):
+    """(lp over the cached ids [..., k], lp of the rest bucket [...] or None) at temperature T.
+
+    renormalize: lp = log_softmax over the k ids of b = z'/T (z' the noisy cached logits);
+    rest:        R = max(0, 1 - sum_k exp(z/T - lse_T)) the clean tail mass (0 when k >= V),
+                 L = log(sum_k exp(b) + exp(lse_T) R), lp = b - L, lp_rest = lse_T + log R - L
+    """
+    compute = teacher_topk_logits.dtype
+    inv_t = 1.0 / options.temperature
+    b = sparse_noisy_logits(teacher_ids, teacher_topk_logits, options) * inv_t
+    if tail == "renormalize":
+        return torch.log_softmax(b, dim=-1), None
+    lse_t = teacher_lse_t.to(compute)
+    if teacher_ids.shape[-1] >= vocab:
+        log_tail = torch.full_like(lse_t, float("-inf"))
+    else:
+        cached_mass = torch.exp(teacher_topk_logits * inv_t - lse_t.unsqueeze(-1)).sum(-1)
+        log_tail = lse_t + torch.log1p(-cached_mass.clamp(max=1.0))
+    norm = torch.logaddexp(torch.logsumexp(b, dim=-1), log_tail)
+    return b - norm.unsqueeze(-1), (log_tail - norm)
+
+
+def sparse_student_log_probs(student_logits, teacher_ids, temperature: float, tail: str):
+    """(lq at the cached ids [..., k], lq of the rest bucket [...] or None): renormalize: log_softmax of
+    z_s/T over the k ids; rest: log_softmax over the full vocabulary at the ids, and the log of the
+    student's mass on the uncached ids (None when the ids cover the whole vocabulary)."""
+    a = student_logits / temperature
+    ids = teacher_ids.to(torch.int64)
+    a_ids = a.gather(-1, ids)
+    if tail == "renormalize":
+        return torch.log_softmax(a_ids, dim=-1), None
+    lse = torch.logsumexp(a, dim=-1, keepdim=True)
+    if ids.shape[-1] >= a.shape[-1]:
+        return a_ids - lse, None
+    tail_logits = a.scatter(-1, ids, float("-inf"))
+    return a_ids - lse, (torch.logsumexp(tail_logits, dim=-1) - lse.squeeze(-1))
+
+
+def bucket_divergence(log_q: torch.Tensor, log_p: torch.Tensor, options: KDOptions) -> torch.Tensor:
+    """The objective over the last dimension of bucket log-probabilities (0 log 0 = 0 on both sides)."""
+    p, q = log_p.exp(), log_q.exp()
+    zero = torch.zeros((), dtype=p.dtype, device=p.device)
+
+    def rel(x, log_x, log_y):  # sum x (log x - log y), 0 where x = 0
+        return torch.where(x > 0, x * (log_x - log_y), zero).sum(-1)
+
+    if options.objective == "forward_kl":
+        return rel(p, log_p, log_q)
+    if options.objective == "reverse_kl":
+        return rel(q, log_q, log_p)
+    if options.objective == "jsd":
+        beta = options.beta
+        log_m = torch.logaddexp(log_p + math.log(beta), log_q + math.log1p(-beta))
+        return beta * rel(p, log_p, log_m) + (1.0 - beta) * rel(q, log_q, log_m)
+    raise KdlensError(f"the sparse-teacher loss supports {', '.join(SPARSE_OBJECTIVES)}, not {options.objective!r}")
+
+
+def reference_sparse_kd_loss(student_logits, teacher_ids, teacher_topk_logits, teacher_lse_t, options: KDOptions,
+                             tail: str, labels=None, attention_mask=None, normalizer=None, return_stats=False):
+    """The sparse-teacher KD loss on full student logits [..., V] (plain autograd); see sparse_kd_loss."""
+    compute = torch.float64 if student_logits.dtype == torch.float64 else torch.float32
+    z_s = student_logits.to(compute)
+    vocab = z_s.shape[-1]
+    with torch.no_grad():
+        lp, lp_rest = sparse_teacher_log_probs(teacher_ids, teacher_topk_logits.to(compute),
+                                               None if teacher_lse_t is None else teacher_lse_t.to(compute),
+                                               options, tail, vocab)
+    lq, lq_rest = sparse_student_log_probs(z_s, teacher_ids, options.temperature, tail)
+    if lp_rest is not None and lq_rest is not None:
+        lp = torch.cat([lp, lp_rest.unsqueeze(-1)], dim=-1)
+        lq = torch.cat([lq, lq_rest.unsqueeze(-1)], dim=-1)
+    batch_shape = z_s.shape[:-1]
+    valid = torch.ones(batch_shape, dtype=torch.bool, device=z_s.device)
+    if labels is not None:
+        valid = valid & (labels != options.ignore_index)
+    if attention_mask is not None:
+        valid = valid & (attention_mask != 0)
+    per_position = options.kd_coef * bucket_divergence(lq, lp, options)
+    if options.has_ce:
+        safe_labels = torch.where(valid, labels, torch.zeros_like(labels))
+        ce = F.cross_entropy(z_s.reshape(-1, vocab), safe_labels.reshape(-1), reduction="none")
+        per_position = per_position + options.ce_weight * ce.reshape(batch_shape)
+    loss = _reduce(per_position, valid, options.reduction, normalizer)
+    if not return_stats:
+        return loss
+    with torch.no_grad():
+        b = sparse_noisy_logits(teacher_ids, teacher_topk_logits.to(compute), options)
+        teacher_argmax = teacher_ids.to(torch.int64).gather(-1, b.argmax(-1, keepdim=True)).squeeze(-1)
+        agree = (z_s.argmax(-1) == teacher_argmax).to(compute)
+        h_s = entropy(torch.log_softmax(z_s / options.temperature, dim=-1))
+        row_stats = torch.stack([agree, entropy(lp), h_s], dim=-1).reshape(-1, 3)
+    return loss, token_stats(row_stats, valid)
+
+
+def reference_dense_token_stats(student_logits, teacher_logits, options: KDOptions, labels=None,
+                                attention_mask=None):
+    """TokenStats of the dense loss (kdlens.losses.stats): on the shared vocabulary, noisy teacher."""
+    vocab = min(student_logits.shape[-1], teacher_logits.shape[-1])
+    compute = torch.float64 if student_logits.dtype == torch.float64 else torch.float32
+    with torch.no_grad():
+        z_s = student_logits[..., :vocab].to(compute)
+        z_t = noisy_teacher_logits(teacher_logits[..., :vocab].to(compute), options)
+        valid = torch.ones(z_s.shape[:-1], dtype=torch.bool, device=z_s.device)
+        if labels is not None:
+            valid = valid & (labels != options.ignore_index)
+        if attention_mask is not None:
+            valid = valid & (attention_mask != 0)
+        rows = dense_row_stats(z_s.reshape(-1, vocab), z_t.reshape(-1, vocab), 1.0 / options.temperature)
+    return token_stats(rows, valid)
