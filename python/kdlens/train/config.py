@@ -17,6 +17,7 @@ from kdlens.errors import KdlensError
 from kdlens.objectives import OBJECTIVE_NAMES
 
 LOSS_OBJECTIVES = OBJECTIVE_NAMES
+CACHE_OBJECTIVES = ("forward_kl", "reverse_kl", "jsd")  # kdlens.losses.SPARSE_OBJECTIVES (no torch import here)
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "up_proj", "down_proj")
 
 
@@ -114,6 +115,9 @@ class TrainConfig:
         if self.mode == "sft" and (self.teacher or self.teacher_adapter or self.teacher_cache):
             raise KdlensError("mode='sft' trains on the data alone; remove teacher/teacher_adapter/teacher_cache "
                               "or use mode='kd'")
+        if self.teacher_cache and self.objective not in CACHE_OBJECTIVES:
+            raise KdlensError(f"training from teacher_cache supports objective {', '.join(CACHE_OBJECTIVES)} (the "
+                              f"sparse-teacher loss); got {self.objective!r}")
         if self.teacher_cache and self.onpolicy_lambda > 0:
             raise KdlensError("teacher_cache holds the teacher's logits on the training data only; on-policy "
                               "samples (onpolicy_lambda > 0) need a live teacher: set onpolicy_lambda=0 or "

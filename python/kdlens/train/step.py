@@ -96,26 +96,26 @@ def kd_term(cfg: TrainConfig, s_hidden, s_weight, t_hidden, t_weight, attention_
                    compile=cfg.compile, compute_dtype=compute_dtype, return_stats=return_stats, **common)
 
 
-def cached_kd_term(cfg: TrainConfig, s_hidden, s_weight, cached: tuple, temperatures: tuple[float, ...],
-                   attention_mask, *, reduction: str, normalizer, noise_seed: int, noise_row_offset: int = 0):
+def cached_kd_term(cfg: TrainConfig, s_hidden, s_weight, cached: tuple, cache, attention_mask, *, reduction: str,
+                   normalizer, noise_seed: int, noise_row_offset: int = 0):
     """(loss, TokenStats) of the KD part from a teacher cache: ``cached`` = (ids [B, S, k], top-k logits
-    [B, S, k], lse [B, S, n_T]) of :meth:`kdlens.train.teacher_cache.TeacherCache.lookup`, at the cache's
-    ``temperatures``; the sparse loss of kdlens.losses with ``cfg.cache_tail``. No teacher GEMM."""
+    [B, S, k], lse [B, S, n_T]) of ``cache``'s :meth:`~kdlens.train.teacher_cache.TeacherCache.lookup`;
+    the sparse loss of kdlens.losses with ``cfg.cache_tail``. No teacher GEMM."""
     from kdlens.losses import sparse_kd_loss
 
     ids, logits, lse = cached
     common = dict(objective=cfg.objective, temperature=cfg.temperature, scale_by_t2=cfg.scale_by_t2,
                   beta=cfg.beta, noise_sigma=cfg.noise_sigma, noise_seed=noise_seed,
                   noise_row_offset=noise_row_offset, reduction=reduction, normalizer=normalizer,
-                  attention_mask=attention_mask, tail=cfg.cache_tail, return_stats=True)
+                  attention_mask=attention_mask, tail=cfg.cache_tail, teacher_temperatures=cache.temperatures,
+                  teacher_vocab_size=cache.vocab_size, return_stats=True)
     if cfg.loss_implementation == "logits":  # naive: full student logits into the reference
         return sparse_kd_loss((s_hidden @ s_weight.t()).float(), teacher_ids=ids, teacher_topk_logits=logits,
-                              teacher_lse=lse, teacher_temperatures=temperatures, implementation="reference",
+                              teacher_lse=lse, implementation="reference",
                               **common)
     compute_dtype = torch.bfloat16 if uses_bf16(cfg, s_hidden.device) else None
     return sparse_kd_loss(student_hidden=s_hidden, student_weight=s_weight, teacher_ids=ids,
-                          teacher_topk_logits=logits, teacher_lse=lse, teacher_temperatures=temperatures,
-                          implementation=cfg.loss_implementation, compile=cfg.compile,
+                          teacher_topk_logits=logits, teacher_lse=lse, implementation=cfg.loss_implementation, compile=cfg.compile,
                           compute_dtype=compute_dtype, **common)
 
 
@@ -184,7 +184,7 @@ class StepLoss:
                 cached = tuple(t.to(self.device) for t in batch["teacher_cache"])
 
                 def term(**kw):
-                    return cached_kd_term(cfg, hidden, weight, cached, cache.temperatures, mask, **kw)
+                    return cached_kd_term(cfg, hidden, weight, cached, cache, mask, **kw)
             else:
                 with torch.no_grad(), amp:
                     t_hidden, t_weight = self.teacher_fn(ids, mask)
