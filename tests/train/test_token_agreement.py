@@ -20,7 +20,12 @@ def eval_dirs(task_dir, teacher_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("token_agreement")
     tok = load_tokenizer(task_dir / "tokenizer")
     student = root / "student"
-    make_tiny_model("tiny-s1", tok, seed=3).save_pretrained(student)
+    model = make_tiny_model("tiny-s1", tok, seed=3)
+    with torch.no_grad():  # tied random embeddings make every tiny model predict "repeat the last token":
+        # a random final-norm gain breaks that, so the student disagrees with the teacher on some tokens
+        gain = torch.randn(model.model.norm.weight.shape, generator=torch.Generator().manual_seed(0))
+        model.model.norm.weight.copy_(1 + gain)
+    model.save_pretrained(student)
     tok.save_pretrained(student)
     dec = Decoding(max_new_tokens=12, batch_size=4)
     for name, model in (("t_eval", teacher_dir), ("s_eval", student)):
