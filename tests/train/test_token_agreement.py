@@ -11,36 +11,40 @@ from kdlens.errors import KdlensError
 
 
 @pytest.fixture(scope="module")
-def eval_dirs(task_dir, teacher_dir, tmp_path_factory):
-    """`kdlens evaluate` folders of the tiny teacher (tiny-s2) and a different tiny student (tiny-s1)."""
+def eval_dirs(task_dir, tmp_path_factory):
+    """`kdlens evaluate` folders of a tiny teacher (tiny-s2) and a tiny student (tiny-s1): (teacher eval,
+    student eval, teacher folder, student folder)."""
     from kdlens.eval.decode import Decoding
     from kdlens.eval.run import evaluate
     from kdlens.models import load_tokenizer, make_tiny_model
 
     root = tmp_path_factory.mktemp("token_agreement")
     tok = load_tokenizer(task_dir / "tokenizer")
-    student = root / "student"
-    model = make_tiny_model("tiny-s1", tok, seed=3)
-    with torch.no_grad():  # tied random embeddings make every tiny model predict "repeat the last token":
-        # a random final-norm gain breaks that, so the student disagrees with the teacher on some tokens
-        gain = torch.randn(model.model.norm.weight.shape, generator=torch.Generator().manual_seed(0))
-        model.model.norm.weight.copy_(1 + gain)
-    model.save_pretrained(student)
-    tok.save_pretrained(student)
-    dec = Decoding(max_new_tokens=12, batch_size=4)
-    for name, model in (("t_eval", teacher_dir), ("s_eval", student)):
-        evaluate(str(model), "synthetic", root / name, decoding=dec, data_dir=task_dir, limit=7, progress=False)
-    return root / "t_eval", root / "s_eval", student
+    dec = Decoding(max_new_tokens=12, batch_size=4, do_sample=True, temperature=1.5)  # varied generations
+    folders = []
+    for name, seed in (("tiny-s2", 11), ("tiny-s1", 3)):
+        model = make_tiny_model(name, tok, seed=seed)
+        with torch.no_grad():  # tied random embeddings make a tiny model predict "repeat the last token":
+            # a random final-norm gain breaks that, so the two models disagree on some tokens
+            gain = torch.randn(model.model.norm.weight.shape, generator=torch.Generator().manual_seed(seed))
+            model.model.norm.weight.copy_(1 + 1.5 * gain)
+        folder = root / name
+        model.save_pretrained(folder)
+        tok.save_pretrained(folder)
+        evaluate(str(folder), "synthetic", root / f"{name}-eval", decoding=dec, data_dir=task_dir, limit=7,
+                 progress=False)
+        folders.append(folder)
+    return root / "tiny-s2-eval", root / "tiny-s1-eval", folders[0], folders[1]
 
 
-def test_token_agreement_equals_unbatched_forwards(eval_dirs, teacher_dir, task_dir):
+def test_token_agreement_equals_unbatched_forwards(eval_dirs, task_dir):
     from transformers import AutoModelForCausalLM
 
     from kdlens.eval.token_agreement import token_agreement
     from kdlens.metrics.pairs import load_generations
     from kdlens.models import load_tokenizer
 
-    t_eval, s_eval, student = eval_dirs
+    t_eval, s_eval, teacher_dir, student = eval_dirs
     got = token_agreement(t_eval, s_eval, batch_size=3)
     tok = load_tokenizer(task_dir / "tokenizer")
     teacher = AutoModelForCausalLM.from_pretrained(teacher_dir).eval()
@@ -65,7 +69,7 @@ def test_compare_cli_adds_the_column(eval_dirs, tmp_path, capsys):
     from kdlens.cli import main
     from kdlens.io import read_table
 
-    t_eval, s_eval, _ = eval_dirs
+    t_eval, s_eval, _, _ = eval_dirs
     assert main(["compare", str(t_eval), str(s_eval), "--token-agreement", "-o", str(tmp_path / "c")]) == 0
     out = capsys.readouterr().out
     assert "token agreement" in out.splitlines()[0]
@@ -80,7 +84,7 @@ def test_compare_cli_adds_the_column(eval_dirs, tmp_path, capsys):
 def test_token_agreement_needs_the_evaluated_model(eval_dirs, tmp_path):
     from kdlens.eval.token_agreement import token_agreement
 
-    t_eval, s_eval, _ = eval_dirs
+    t_eval, s_eval, _, _ = eval_dirs
     moved = tmp_path / "s_eval"
     moved.mkdir()
     for f in s_eval.iterdir():
