@@ -71,18 +71,21 @@ def fused_chunk_rows(n_rows: int, vocab: int, chunk_bytes: int) -> int:
 RowsFn = Callable[..., "tuple[torch.Tensor, torch.Tensor | None]"]
 
 
-def triton_rows_fn(objective_id, temperature, kd_coef, ce_coef, mix, noise_sigma, noise_seed) -> RowsFn:
+def triton_rows_fn(objective_id, temperature, kd_coef, ce_coef, mix, noise_sigma, noise_seed,
+                   with_stats: bool = False) -> RowsFn:
     """The element-wise step backed by the Triton row kernel (gradient written into ``grad_buf`` when it
     is given; the teacher workspace ``z_t`` is private, so the noisy teacher logits overwrite it)."""
     from kdlens.kernels.kd_logits import kd_rows
 
     def rows_fn(z_s, z_t, weight, labels, row_offset, grad_buf):
+        stats = torch.empty(z_s.shape[0], 3, dtype=torch.float32, device=z_s.device) if with_stats else None
         losses = kd_rows(
             z_s, z_t, weight, vocab=z_s.shape[1], objective_id=objective_id, temperature=temperature,
             kd_coef=kd_coef, ce_coef=ce_coef, labels=labels, mix=mix, noise_sigma=noise_sigma,
             noise_seed=noise_seed, row_offset=row_offset, grad_out=grad_buf, teacher_workspace=z_t,
+            stats_out=stats,
         )
-        return losses, grad_buf
+        return losses, grad_buf, stats
 
     return rows_fn
 
@@ -145,6 +148,7 @@ def linear_kd_chunks(
     compute_dtype: torch.dtype | None = None,
     ring_chunks: int = GRADIENT_RING_CHUNKS,
     dw_in_weight_dtype: bool = False,
+    row_stats: torch.Tensor | None = None,
 ):
     """Run the chunk loop. Returns (loss fp32 scalar, dX or None [N, H_s] in X's dtype, dW or None
     [V_s, H_s] in W_s's dtype, zero beyond the shared vocabulary V). ``row_weight`` [N] fp32 folds masks
@@ -154,22 +158,29 @@ def linear_kd_chunks(
     half-precision gradient share one dX and one dW GEMM (CUDA half operands only).
     ``dw_in_weight_dtype`` accumulates dW directly in the weight's dtype (each dW GEMM still sums in fp32,
     then adds into the bf16 result: one rounding per GEMM) instead of an fp32 accumulator: the bf16
-    dW's memory only, as Liger-Kernel does by default."""
+    dW's memory only, as Liger-Kernel does by default.
+    ``rows_fn(z_s, z_t, weight, labels, row_offset, grad_buf)`` returns (weighted row losses, gradient or
+    None, per-row token stats [rows, 3] or None); the stats rows are copied into ``row_stats`` [N, 3]
+    when it is given. ``teacher_hidden`` and ``teacher_weight`` None: no teacher GEMM (a sparse teacher,
+    which ``rows_fn`` reads itself; it gets ``z_t`` None), the vocabulary is the student's."""
     n, h_s = student_hidden.shape
-    vocab = min(student_weight.shape[0], teacher_weight.shape[0])
+    sparse = teacher_weight is None
+    vocab = student_weight.shape[0] if sparse else min(student_weight.shape[0], teacher_weight.shape[0])
     device = student_hidden.device
     x_s = _cast(student_hidden, compute_dtype)
-    x_t = _cast(teacher_hidden, compute_dtype)
+    x_t = None if sparse else _cast(teacher_hidden, compute_dtype)
     w_s = _cast(student_weight[:vocab], compute_dtype)
-    w_t = _cast(teacher_weight[:vocab], compute_dtype)
+    w_t = None if sparse else _cast(teacher_weight[:vocab], compute_dtype)
     on_gpu_half = uses_half_gradient(x_s)
     if not on_gpu_half and not x_s.is_cuda and x_s.dtype != torch.float32:
-        x_s, x_t, w_s, w_t = x_s.float(), x_t.float(), w_s.float(), w_t.float()  # CPU: upcast once
+        x_s, w_s = x_s.float(), w_s.float()  # CPU: upcast once
+        if not sparse:
+            x_t, w_t = x_t.float(), w_t.float()
     need_grad = need_dx or need_dw
     c = max(1, min(chunk_rows, n))
     ring = min(max(1, int(ring_chunks)), -(-n // c)) if (on_gpu_half and need_grad) else 1
     z_s = torch.empty(c, vocab, dtype=torch.float32, device=device)
-    z_t = torch.empty(c, vocab, dtype=torch.float32, device=device)
+    z_t = None if sparse else torch.empty(c, vocab, dtype=torch.float32, device=device)
     ring_buf = None
     if need_grad and on_gpu_half:
         ring_buf = torch.empty(ring * c, vocab, dtype=x_s.dtype, device=device)
@@ -184,7 +195,7 @@ def linear_kd_chunks(
         d_w[vocab:].zero_()
     dw_started = False
     w_s_t = w_s.t()
-    w_t_t = w_t.t()
+    w_t_t = None if sparse else w_t.t()
     timer = _StageTimer(device)
 
     def flush(first: int, last: int, g: torch.Tensor) -> None:
@@ -223,8 +234,9 @@ def linear_kd_chunks(
         m = c if padded else rows
         with timer("student_gemm"):
             gemm_f32(x_s[start:end], w_s_t, z_s[:rows])
-        with timer("teacher_gemm"):
-            gemm_f32(x_t[start:end], w_t_t, z_t[:rows])
+        if not sparse:
+            with timer("teacher_gemm"):
+                gemm_f32(x_t[start:end], w_t_t, z_t[:rows])
         if padded:
             w_pad.zero_()
             w_pad[:rows] = row_weight[start:end]
@@ -243,8 +255,11 @@ def linear_kd_chunks(
         else:
             grad_buf = z_s[:m]
         with timer("row_kernel"):
-            losses, grad = rows_fn(z_s[:m], z_t[:m], weight_c, labels_c, row_offset + start, grad_buf)
+            losses, grad, stats = rows_fn(z_s[:m], None if sparse else z_t[:m], weight_c, labels_c,
+                                          row_offset + start, grad_buf)
         loss += losses[:rows].sum()
+        if row_stats is not None:
+            row_stats[start:end] = stats[:rows]
         if not need_grad:
             continue
         if ring_buf is None:
@@ -255,7 +270,7 @@ def linear_kd_chunks(
         if end - ring_start >= ring_buf.shape[0] or end == n:
             flush(ring_start, end, ring_buf[: end - ring_start])
             ring_start = end
-    grad_buf = grad = losses = None
+    grad_buf = grad = losses = stats = None
     del z_s, z_t, ring_buf  # free the workspaces before dW's conversion
     if d_w is not None and not dw_started:  # no rows at all
         d_w.zero_()

@@ -121,12 +121,14 @@ def _terms(a, b, m_a, log_s_a, m_b, log_s_b, mask, mix, log_mix, log_1m_mix, OBJ
 @triton.jit(do_not_specialize=["seed", "row_offset"])
 def kd_rows_kernel(
     s_ptr, s_stride, t_ptr, t_stride, tw_ptr, tw_stride, grad_ptr, grad_stride,
-    weight_ptr, label_ptr, loss_ptr,
+    weight_ptr, label_ptr, loss_ptr, stats_ptr,
     V, inv_t, kd_coef, ce_coef, mix, log_mix, log_1m_mix, sigma, seed, row_offset,
     OBJECTIVE: tl.constexpr, HAS_NOISE: tl.constexpr, HAS_CE: tl.constexpr, WRITE_GRAD: tl.constexpr,
-    BLOCK_V: tl.constexpr,
+    STATS: tl.constexpr, BLOCK_V: tl.constexpr,
 ):
-    """One program per row: weighted row loss into loss_ptr[row]; gradient w.r.t. z_s into grad_ptr."""
+    """One program per row: weighted row loss into loss_ptr[row]; gradient w.r.t. z_s into grad_ptr; with
+    STATS, (argmax z_s == argmax b, teacher entropy, student entropy) into stats_ptr[row, 0:3]: the
+    argmaxes are tracked in pass 1, the entropies summed in the last pass over the row."""
     local = tl.program_id(0).to(tl.int64)
     row = local + row_offset  # global row: the noise key
     s_row = s_ptr + local * s_stride
@@ -141,6 +143,8 @@ def kd_rows_kernel(
                 tl.store(g_row + cols, tl.zeros([BLOCK_V], tl.float32).to(grad_ptr.dtype.element_ty),
                          mask=cols < V)
         tl.store(loss_ptr + local, 0.0)
+        if STATS:
+            tl.store(stats_ptr + local * 3 + tl.arange(0, 4), tl.zeros([4], tl.float32), mask=tl.arange(0, 4) < 3)
     else:
         # pass 1: online max / sum-exp for a, b and (CE) raw z_s
         m_a = -1.0e30
@@ -149,10 +153,15 @@ def kd_rows_kernel(
         s_b = 0.0
         m_z = -1.0e30
         s_z = 0.0
+        arg_a = tl.full([], 0, tl.int64)
+        arg_b = tl.full([], 0, tl.int64)
         for start in range(0, V, BLOCK_V):
             cols = start + tl.arange(0, BLOCK_V)
             mask = cols < V
             z_s, a, b = _load_scaled(s_row, t_row, tw_row, cols, mask, inv_t, sigma, seed, row, HAS_NOISE, True)
+            if STATS:  # first index of the row maximum (a block's argmax replaces only a strictly larger max)
+                arg_a = tl.where(tl.max(a, 0) > m_a, tl.argmax(a, 0).to(tl.int64) + start, arg_a)
+                arg_b = tl.where(tl.max(b, 0) > m_b, tl.argmax(b, 0).to(tl.int64) + start, arg_b)
             new_a = tl.maximum(m_a, tl.max(a, 0))
             s_a = s_a * tl.exp(m_a - new_a) + tl.sum(tl.where(mask, tl.exp(a - new_a), 0.0), 0)
             m_a = new_a
@@ -170,6 +179,8 @@ def kd_rows_kernel(
         # pass 2: loss and c = sum h (forward KL knows c = -1 and takes its loss in pass 3)
         kd = 0.0
         c = -1.0
+        ent_t = 0.0
+        ent_s = 0.0
         if OBJECTIVE != FORWARD_KL:
             c = 0.0
             for start in range(0, V, BLOCK_V):
@@ -180,6 +191,10 @@ def kd_rows_kernel(
                 term, h, q = _terms(a, b, m_a, log_s_a, m_b, log_s_b, mask, mix, log_mix, log_1m_mix, OBJECTIVE)
                 kd += tl.sum(term, 0)
                 c += tl.sum(h, 0)
+                if STATS and not WRITE_GRAD:  # no pass 3: the entropies are summed here
+                    e_t, e_s = _entropy_terms(a, b, m_a, log_s_a, m_b, log_s_b, mask)
+                    ent_t += e_t
+                    ent_s += e_s
 
         # pass 3: gradient (and forward KL's loss)
         label = 0
@@ -198,6 +213,10 @@ def kd_rows_kernel(
                 term, h, q = _terms(a, b, m_a, log_s_a, m_b, log_s_b, mask, mix, log_mix, log_1m_mix, OBJECTIVE)
                 if OBJECTIVE == FORWARD_KL:
                     kd += tl.sum(term, 0)
+                if STATS:
+                    e_t, e_s = _entropy_terms(a, b, m_a, log_s_a, m_b, log_s_b, mask)
+                    ent_t += e_t
+                    ent_s += e_s
                 if WRITE_GRAD:
                     grad = kd_scale * (h - q * c)
                     if HAS_CE:
@@ -209,6 +228,22 @@ def kd_rows_kernel(
         if HAS_CE:
             loss += ce_coef * ((m_z - z_label) + log_s_z)
         tl.store(loss_ptr + local, w * loss)
+        if STATS:
+            tl.store(stats_ptr + local * 3, tl.where(arg_a == arg_b, 1.0, 0.0))
+            tl.store(stats_ptr + local * 3 + 1, ent_t)
+            tl.store(stats_ptr + local * 3 + 2, ent_s)
+
+
+@triton.jit
+def _entropy_terms(a, b, m_a, log_s_a, m_b, log_s_b, mask):
+    """(-sum p lp, -sum q lq) over one block, 0 log 0 = 0."""
+    lq = (a - m_a) - log_s_a
+    lp = (b - m_b) - log_s_b
+    q = tl.exp(lq)
+    p = tl.exp(lp)
+    e_t = -tl.sum(tl.where(mask & (p > 0.0), p * lp, 0.0), 0)
+    e_s = -tl.sum(tl.where(mask & (q > 0.0), q * lq, 0.0), 0)
+    return e_t, e_s
 
 
 def interpreting() -> bool:
@@ -247,13 +282,15 @@ def kd_rows(
     row_offset: int = 0,
     grad_out: torch.Tensor | None = None,
     teacher_workspace: torch.Tensor | None = None,
+    stats_out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Launch the row kernel on 2-D logits ``[n, >= vocab]`` (unit column stride): returns fp32 ``[n]``
     weighted row losses; writes the student gradient into ``grad_out`` (``[n, >= vocab]``, any float
     dtype, may be ``student_logits`` itself) when given, and skips the gradient pass otherwise.
     ``mix`` is the objective's mixture weight: JSD's beta, the skew objectives' alpha. With noise, the noisy scaled teacher logits are written
     once into ``teacher_workspace`` (fp32 ``[n, >= vocab]``; may be ``teacher_logits`` when that is a
-    private fp32 buffer; a temporary is allocated when None)."""
+    private fp32 buffer; a temporary is allocated when None). ``stats_out`` (fp32 ``[n, 3]``): the rows'
+    token stats (agree, teacher entropy, student entropy; kdlens.losses.stats) when given."""
     import math
 
     n = student_logits.shape[0]
@@ -278,9 +315,10 @@ def kd_rows(
     kd_rows_kernel[(n,)](
         student_logits, student_logits.stride(0), teacher_logits, teacher_logits.stride(0),
         workspace, workspace.stride(0), grad, grad.stride(0), row_weight, label_arg, losses,
+        stats_out if stats_out is not None else losses,
         vocab, 1.0 / temperature, kd_coef, ce_coef, mix, math.log(mix), math.log1p(-mix),
         noise_sigma, noise_seed, row_offset,
         OBJECTIVE=objective_id, HAS_NOISE=has_noise, HAS_CE=has_ce, WRITE_GRAD=write_grad,
-        BLOCK_V=block, num_warps=warps,
+        STATS=stats_out is not None, BLOCK_V=block, num_warps=warps,
     )
     return losses

@@ -10,6 +10,13 @@ Shape A (N=8192) is timed first, then N=1024, then N=32768 while the time budget
   cublas_chunked_ceiling  the fused path's exact chunk loop and GEMM sequence with no element-wise work
   naive_torch             full logits + the reference loss, eager autograd
   chunked_compiled        kd_loss(implementation="chunked") (torch.compile'd element-wise step)
+  triton_sparse_k64       sparse_kd_loss(implementation="triton"), JSD(0.5) from a top-64 teacher cache,
+                          tail="rest": 3 GEMMs per chunk (no teacher GEMM) + the sparse row kernel
+                          (target: at most 0.8x triton_fused's time; ``vs_triton_fused`` is the ratio)
+  triton_sparse_k64_renorm  the same with tail="renormalize"
+  chunked_sparse_k64      sparse_kd_loss(implementation="chunked"), tail="rest"
+The sparse providers' cache (top-64 ids and logits of the teacher's bf16 logits, fp32 log-sum-exp at T = 1)
+is built once per N from the same teacher inputs, outside the timings.
 Inputs are drawn on the GPU once per N and shared by every provider. Memory: the baseline is taken after
 the previous step's gradients are freed; ``peak_extra_gib`` is the step's peak above it and
 ``peak_extra_minus_bf16_dw_gib`` subtracts the bf16 dW that every provider must return (target: <= 1.5).
@@ -40,7 +47,7 @@ sys.path.insert(0, str(ROOT / "python"))
 import _record  # noqa: E402
 
 import kdlens.kernels.kd_fused_linear as fused_linear  # noqa: E402
-from kdlens.losses import kd_loss  # noqa: E402
+from kdlens.losses import kd_loss, sparse_kd_loss  # noqa: E402
 
 START = time.monotonic()
 
@@ -57,6 +64,29 @@ def liger_class():
         return None, f"{type(exc).__name__}: {exc}"[:200]
 
 
+SPARSE_K = 64
+_CACHE: dict = {}
+
+
+def teacher_cache(x_t: torch.Tensor, w_t: torch.Tensor, k: int = SPARSE_K, rows: int = 1024) -> dict:
+    """The top-k teacher cache of (x_t, w_t) as kdlens teacher-cache stores it (bf16 logits as computed
+    in the teacher's dtype, int32 ids, fp32 lse at T = 1), built chunk by chunk once per input."""
+    key = (x_t.data_ptr(), w_t.data_ptr(), x_t.shape[0], k)
+    if key not in _CACHE:
+        _CACHE.clear()
+        ids, vals, lse = [], [], []
+        with torch.no_grad():
+            for start in range(0, x_t.shape[0], rows):
+                z = x_t[start:start + rows] @ w_t.t()
+                v, i = z.topk(k, dim=-1)
+                ids.append(i.to(torch.int32))
+                vals.append(v)
+                lse.append(torch.logsumexp(z.float(), dim=-1, keepdim=True))
+        _CACHE[key] = dict(teacher_ids=torch.cat(ids), teacher_topk_logits=torch.cat(vals),
+                           teacher_lse=torch.cat(lse), teacher_temperatures=(1.0,))
+    return _CACHE[key]
+
+
 def providers(smoke: bool) -> dict:
     def fused(sigma, dw_accumulation="fp32"):
         def run(x_s, w_s, x_t, w_t, labels):
@@ -70,7 +100,7 @@ def providers(smoke: bool) -> dict:
         from kdlens.losses.dispatch import DEFAULT_CHUNK_BYTES_CUDA
 
         def rows_fn(z_s, z_t, weight, labels_c, row_offset, grad_buf):
-            return weight, grad_buf
+            return weight, grad_buf, None
 
         vocab = min(w_s.shape[0], w_t.shape[0])
         rows = fused_linear.fused_chunk_rows(x_s.shape[0], vocab, DEFAULT_CHUNK_BYTES_CUDA)
@@ -90,14 +120,24 @@ def providers(smoke: bool) -> dict:
         return kd_loss(student_hidden=x_s, student_weight=w_s, teacher_hidden=x_t, teacher_weight=w_t,
                        objective="jsd", beta=0.5, labels=labels, implementation="chunked", compile=not smoke)
 
-    out = {"triton_fused": fused(0.0), "triton_fused_sigma1": fused(1.0),
+    def sparse(impl, tail):
+        def run(x_s, w_s, x_t, w_t, labels):
+            return sparse_kd_loss(student_hidden=x_s, student_weight=w_s, **teacher_cache(x_t, w_t), tail=tail,
+                                  objective="jsd", beta=0.5, labels=labels, implementation=impl,
+                                  compile=not smoke)
+        return run
+
+    # the sparse rows right after triton_fused: their target is a ratio to it, within the time budget
+    out = {"triton_fused": fused(0.0), "triton_sparse_k64": sparse("triton", "rest"),
+           "triton_sparse_k64_renorm": sparse("triton", "renormalize"), "triton_fused_sigma1": fused(1.0),
            "triton_fused_bf16dw": fused(0.0, "weight_dtype")}
     cls, _ = liger_class()
     if cls is not None and torch.cuda.is_available():
         for name, acc in (("liger_fljsd", None), ("liger_fljsd_fp32acc", torch.float32)):
             module = cls(jsd_beta=0.5, ignore_index=-100, temperature=1.0, accum_dtype=acc)
             out[name] = (lambda m: lambda x_s, w_s, x_t, w_t, labels: m(x_s, w_s, x_t, w_t, labels))(module)
-    out.update({"cublas_chunked_ceiling": ceiling, "naive_torch": naive, "chunked_compiled": chunked})
+    out.update({"cublas_chunked_ceiling": ceiling, "naive_torch": naive, "chunked_compiled": chunked,
+                "chunked_sparse_k64": sparse("chunked", "rest")})
     return out
 
 
@@ -129,6 +169,7 @@ def bench_size(n, hidden, vocab, repeats, deadline, only, cuda, smoke, common, o
     labels = torch.randint(0, vocab, (n,), generator=g, device=device)
     labels[::13] = -100
     bf16_dw_gib = vocab * hidden * 2 / 2**30
+    dense_ms = None  # triton_fused's median at this N, for the sparse rows' ratio
     for name, fn in providers(smoke).items():
         if only and name not in only:
             continue
@@ -168,7 +209,15 @@ def bench_size(n, hidden, vocab, repeats, deadline, only, cuda, smoke, common, o
             times = timed_ms(step, repeats, cuda)
             row["median_ms"] = round(statistics.median(times), 3)
             row["min_ms"] = round(min(times), 3)
-            row["effective_tflops"] = round(4 * 2 * n * hidden * vocab / (row["median_ms"] * 1e-3) / 1e12, 1)
+            gemms = 3 if "sparse" in name else 4
+            row["gemms"] = gemms
+            row["effective_tflops"] = round(gemms * 2 * n * hidden * vocab / (row["median_ms"] * 1e-3) / 1e12, 1)
+            if name == "triton_fused":
+                dense_ms = row["median_ms"]
+            if "sparse" in name:
+                row["k"] = SPARSE_K
+                if dense_ms:
+                    row["vs_triton_fused"] = round(row["median_ms"] / dense_ms, 3)
             row["status"] = "ok"
             if profile and name == "triton_fused" and cuda:
                 os.environ["KDLENS_PROFILE"] = "1"
@@ -212,7 +261,8 @@ def main() -> None:
     only = {s for s in args.only.split(",") if s}
     for i, n in enumerate(sizes):
         # shape A gets every provider; the other sizes only the comparisons their targets name
-        size_only = only or (set() if i == 0 else {"triton_fused", "triton_fused_bf16dw", "naive_torch", "liger_fljsd"})
+        size_only = only or (set() if i == 0 else {"triton_fused", "triton_fused_bf16dw", "naive_torch", "liger_fljsd",
+                                                   "triton_sparse_k64"})
         bench_size(n, hidden, vocab, repeats, START + args.budget_s, size_only, cuda, args.smoke, common, out,
                    args.profile and i == 0)
     print(f"done in {time.monotonic() - START:.0f} s", flush=True)

@@ -7,6 +7,8 @@ first and times nothing unless they pass).
 - Every objective, with and without noise and CE, Triton fused-linear and Triton logits-level against the
   float64 reference (fp32, awkward shape V = 32003); one compiled chunked case.
 - bf16 compute for fp32 master weights (the training path) against the reference with rounded operands.
+- The sparse-teacher loss (top-64 cache, both tails, forward/reverse KL and JSD, noise and CE) fused at the
+  real vocabulary width against the float64 reference, with its token stats; k = V against the dense loss.
 Tolerances as in the CPU tests: loss rtol 1e-4 (bf16 operands: the GEMMs accumulate in fp32 over 4096
 terms), gradients 1e-2 x max|grad| where they are stored in bf16, 5e-5 x max|grad| in fp32, except TVD:
 its gradient 0.5 q sign(q - p) jumps where q = p, and among 32003 columns some have |q - p| within fp32
@@ -19,7 +21,7 @@ Run on a GPU machine: python -m pytest -m gpu tests/losses/test_gpu.py -q
 import pytest
 import torch
 
-from kdlens.losses import OBJECTIVES, kd_loss
+from kdlens.losses import OBJECTIVES, kd_loss, sparse_kd_loss
 
 pytestmark = pytest.mark.gpu
 
@@ -104,3 +106,47 @@ def test_bf16_compute_for_fp32_master_weights():
     want = _run("reference", *(t.double() for t in (x_s, w_s, x_t, w_t)), **kw)
     assert got[2].dtype == torch.float32
     _check(got, want, 1e-2)
+
+
+def _sparse_cache(x_t, w_t, k, temperatures=(1.0, 2.0)):
+    with torch.no_grad():
+        z = x_t @ w_t.t()
+        vals, ids = z.topk(k, dim=-1)
+        lse = torch.stack([torch.logsumexp(z.double() / t, dim=-1) for t in temperatures], dim=-1).float()
+    return dict(teacher_ids=ids.to(torch.int32), teacher_topk_logits=vals, teacher_lse=lse,
+                teacher_temperatures=temperatures)
+
+
+def _run_sparse(impl, x_s, w_s, cache, **kw):
+    x = x_s.detach().clone().requires_grad_()
+    w = w_s.detach().clone().requires_grad_()
+    loss, stats = sparse_kd_loss(student_hidden=x, student_weight=w, **cache, implementation=impl,
+                                 return_stats=True, **kw)
+    loss.backward()
+    return (loss.detach().double(), x.grad, w.grad), torch.stack(stats._tensors()).double()
+
+
+@pytest.mark.parametrize("objective,tail,sigma,ce", [("jsd", "rest", 0.0, 0.0), ("forward_kl", "rest", 1.0, 0.2),
+                                                     ("reverse_kl", "renormalize", 0.0, 0.0),
+                                                     ("jsd", "renormalize", 1.0, 0.1)])
+def test_sparse_fused_at_the_real_vocabulary_width_against_float64(objective, tail, sigma, ce):
+    x_s, w_s, x_t, w_t, labels = _draw(1024, 4096, 151936, torch.bfloat16, seed=7)
+    cache = _sparse_cache(x_t, w_t, 64)
+    kw = dict(objective=objective, tail=tail, noise_sigma=sigma, noise_seed=5, ce_weight=ce, labels=labels,
+              temperature=2.0)
+    got, got_stats = _run_sparse("triton", x_s, w_s, cache, **kw)
+    want, want_stats = _run_sparse("reference", x_s.double(), w_s.double(), cache, **kw)
+    _check(got, want, 1e-2)
+    # agreement: an argmax may flip where a row's top two student logits lie within fp32 GEMM rounding
+    assert got_stats[0] == want_stats[0] and abs(got_stats[1] - want_stats[1]) <= 1
+    assert torch.allclose(got_stats[2:], want_stats[2:], rtol=1e-4)
+
+
+def test_sparse_with_k_equal_v_is_the_dense_loss_on_the_gpu():
+    x_s, w_s, x_t, w_t, labels = _draw(64, 256, 4099, torch.float32, seed=8)
+    cache = _sparse_cache(x_t, w_t, 4099, temperatures=(1.0,))
+    kw = dict(objective="jsd", labels=labels, ce_weight=0.2, noise_sigma=1.0, noise_seed=2)
+    dense = _run("triton", x_s, w_s, x_t, w_t, **kw)
+    for impl in ("triton", "chunked"):
+        got, _ = _run_sparse(impl, x_s, w_s, cache, tail="rest", **kw)
+        _check(got, dense, 5e-5)

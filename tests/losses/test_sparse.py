@@ -9,7 +9,6 @@
 Run: python -m pytest tests/losses/test_sparse.py -q
 """
 
-import math
 
 import pytest
 import torch
@@ -254,3 +253,152 @@ def test_shape_and_option_errors():
         sparse_kd_loss(z_s, **cache, tail="drop")
     with pytest.raises(KdlensError, match="over the student's positions"):
         sparse_kd_loss(z_s[:1], **cache)
+
+
+# ---- implementations against the reference ---------------------------------------------------------------
+
+def _run(form, impl, z_s_or_xw, cache, kw, compile=False, chunk_bytes=None):
+    """(loss, grads, stats tuple) of one implementation; float32 inputs, float64 outputs."""
+    if form == "logits":
+        z = z_s_or_xw.detach().clone().requires_grad_()
+        loss, stats = sparse_kd_loss(z, **cache, implementation=impl, compile=compile, chunk_bytes=chunk_bytes,
+                                     return_stats=True, **kw)
+        loss.backward()
+        grads = [z.grad.double()]
+    else:
+        x, w = (t.detach().clone().requires_grad_() for t in z_s_or_xw)
+        loss, stats = sparse_kd_loss(student_hidden=x, student_weight=w, **cache, implementation=impl,
+                                     compile=compile, chunk_bytes=chunk_bytes, return_stats=True, **kw)
+        loss.backward()
+        grads = [x.grad.double(), w.grad.double()]
+    st = torch.stack([stats.valid_tokens, stats.agree_tokens, stats.teacher_entropy_sum,
+                      stats.student_entropy_sum]).double()
+    return loss.detach().double(), grads, st
+
+
+CASES = [  # (objective, tail, k, T, sigma, ce, reduction)
+    ("forward_kl", "rest", 8, 1.0, 0.0, 0.0, "token_mean"),
+    ("reverse_kl", "rest", 16, 2.0, 1.0, 0.2, "paper_sequence_mean"),
+    ("jsd", "rest", V, 0.5, 0.0, 0.0, "sum"),
+    ("forward_kl", "renormalize", 5, 2.0, 1.0, 0.0, "sum"),
+    ("reverse_kl", "renormalize", V, 1.0, 0.0, 0.3, "token_mean"),
+    ("jsd", "renormalize", 12, 1.0, 2.0, 0.1, "paper_sequence_mean"),
+    ("forward_kl", "rest", V - 1, 1.0, 0.0, 0.0, "token_mean"),
+]
+
+
+@pytest.mark.parametrize("impl,compile", [("chunked", False), ("chunked", True), ("triton", False)])
+@pytest.mark.parametrize("form", ["logits", "hidden"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-{c[1]}-k{c[2]}")
+def test_implementations_match_reference(impl, compile, form, case):
+    objective, tail, k, temperature, sigma, ce, reduction = case
+    if compile and case is not (CASES[0] if form == "logits" else CASES[1]):
+        pytest.skip("torch.compile: one case per form keeps the suite fast (compilation takes seconds per variant)")
+    x, w, z_t, labels, attention = _dense(9)
+    x, w, z_t = x.float(), w.float(), z_t.float()
+    cache = _cache(z_t, k)
+    kw = dict(objective=objective, tail=tail, temperature=temperature, noise_sigma=sigma, noise_seed=3,
+              noise_row_offset=5, ce_weight=ce, labels=labels, attention_mask=attention, reduction=reduction,
+              beta=0.3, scale_by_t2=True)
+    student = x @ w.t() if form == "logits" else (x, w)
+    ref = _run(form, "reference", student, cache, kw)
+    got = _run(form, impl, student, cache, kw, compile=compile, chunk_bytes=7 * V * 24)
+    assert torch.allclose(got[0], ref[0], rtol=2e-5, atol=1e-6)
+    for g, r in zip(got[1], ref[1]):
+        assert torch.allclose(g, r, rtol=0, atol=5e-5 * float(r.abs().max()))
+    assert torch.allclose(got[2], ref[2], rtol=2e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", ["chunked", "triton"])
+@pytest.mark.parametrize("tail", ["renormalize", "rest"])
+def test_chunk_size_invariance(impl, tail):
+    x, w, z_t, labels, attention = _dense(10)
+    x, w, z_t = x.float(), w.float(), z_t.float()
+    cache = _cache(z_t, 9)
+    kw = dict(tail=tail, objective="jsd", noise_sigma=1.0, ce_weight=0.2, labels=labels, attention_mask=attention)
+    results = [_run("hidden", impl, (x, w), cache, kw, chunk_bytes=rows * V * 24) for rows in (1, 2, 4, 6)]
+    for r in results[1:]:
+        assert torch.allclose(r[0], results[0][0], rtol=1e-6)
+        for g, g0 in zip(r[1], results[0][1]):
+            assert torch.allclose(g, g0, rtol=0, atol=1e-6 * float(g0.abs().max()))
+        assert torch.equal(r[2][:2], results[0][2][:2])
+
+
+@pytest.mark.parametrize("impl", ["chunked", "triton"])
+@pytest.mark.parametrize("form", ["logits", "hidden"])
+def test_dense_stats_every_implementation(impl, form):
+    x, w, z_t, labels, attention = _dense(11)
+    x, w, z_t = x.float(), w.float(), z_t.float()
+    w_t = torch.linalg.lstsq(x.reshape(-1, H), z_t.reshape(-1, V)).solution.t().contiguous()  # [V, H]
+    z_t = x @ w_t.t()
+    w_s = w.clone()
+    w_s[:5] = w_t[:5] * 1.5  # some shared argmaxes
+    kw = dict(labels=labels, attention_mask=attention, temperature=2.0, noise_sigma=0.5, noise_seed=1)
+    ref = kd_loss(x @ w_s.t(), z_t, implementation="reference", return_stats=True, **kw)[1]
+    if form == "logits":
+        got = kd_loss(x @ w_s.t(), z_t, implementation=impl, compile=False, return_stats=True, **kw)[1]
+    else:
+        got = kd_loss(student_hidden=x, student_weight=w_s, teacher_hidden=x, teacher_weight=w_t,
+                      implementation=impl, compile=False, chunk_bytes=2 * V * 24, return_stats=True, **kw)[1]
+    for a, b in zip(got._tensors(), ref._tensors()):
+        assert torch.allclose(a.double(), b.double(), rtol=2e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", ["chunked", "triton"])
+@pytest.mark.parametrize("objective", ["forward_kl", "reverse_kl", "jsd"])
+def test_forced_half_ring_branch_bf16_cache(impl, objective, monkeypatch):
+    """bf16 student operands through the GPU-only ring branch (forced on the CPU) and bf16 cached logits,
+    against the float64 reference on the same bf16 values (1e-2 x max|grad|: bf16 gradient storage)."""
+    import kdlens.kernels.kd_fused_linear as fl
+
+    monkeypatch.setattr(fl, "uses_half_gradient", lambda x: x.dtype in (torch.float16, torch.bfloat16))
+    x, w, z_t, labels, attention = _dense(12)
+    x, w = x.to(torch.bfloat16), w.to(torch.bfloat16)
+    cache = _cache(z_t.float(), 7)
+    cache["teacher_topk_logits"] = cache["teacher_topk_logits"].to(torch.bfloat16)
+    kw = dict(objective=objective, tail="rest", temperature=2.0, noise_sigma=1.0, ce_weight=0.2, labels=labels,
+              attention_mask=attention)
+    got = _run("hidden", impl, (x, w), cache, kw, chunk_bytes=2 * V * 24)
+    ref = _run("hidden", "reference", (x.double(), w.double()), cache, kw)
+    assert torch.allclose(got[0], ref[0], rtol=2e-3)
+    for g, r in zip(got[1], ref[1]):
+        assert torch.allclose(g, r, rtol=0, atol=1e-2 * float(r.abs().max()))
+    assert torch.allclose(got[2], ref[2], rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("impl", ["reference", "chunked", "triton"])
+@pytest.mark.parametrize("objective", ["forward_kl", "jsd"])
+def test_no_grad_and_all_masked(impl, objective):
+    """Under no_grad the loss and stats are the same as with autograd (the kernels skip the gradient pass
+    and sum the entropies in their loss pass); an all-masked batch gives loss 0 and zero stats."""
+    x, w, z_t, labels, attention = _dense(13)
+    x, w, z_t = x.float(), w.float(), z_t.float()
+    cache = _cache(z_t, 6)
+    kw = dict(objective=objective, labels=labels, attention_mask=attention, compile=False)
+    with_grad = sparse_kd_loss(student_hidden=x, student_weight=w.requires_grad_(), **cache, implementation=impl,
+                               return_stats=True, **kw)
+    with torch.no_grad():
+        without = sparse_kd_loss(student_hidden=x, student_weight=w, **cache, implementation=impl,
+                                 return_stats=True, **kw)
+        dense_without = kd_loss(x @ w.t(), z_t, implementation=impl, return_stats=True, **kw)
+    dense_with = kd_loss((x @ w.t()).detach().requires_grad_(), z_t, implementation=impl, return_stats=True, **kw)
+    for a, b in ((with_grad, without), (dense_with, dense_without)):
+        assert torch.allclose(a[0].detach(), b[0], rtol=1e-6)
+        assert torch.allclose(torch.stack(a[1]._tensors()), torch.stack(b[1]._tensors()), rtol=1e-6)
+    masked = labels.clone().fill_(-100)
+    loss, stats = sparse_kd_loss(student_hidden=x, student_weight=w, **cache, implementation=impl,
+                                 return_stats=True, **{**kw, "labels": masked})
+    assert float(loss) == 0.0 and all(float(t) == 0.0 for t in stats._tensors())
+    assert stats.means() == {"token_agreement": 0.0, "teacher_entropy": 0.0, "student_entropy": 0.0}
+
+
+def test_stats_add_over_micro_batches():
+    x, w, z_t, labels, _ = _dense(14)
+    cache = _cache(z_t, 4)
+    full = sparse_kd_loss(x @ w.t(), **cache, labels=labels, implementation="reference", return_stats=True)[1]
+    halves = [sparse_kd_loss((x @ w.t())[i:i + 1], **{k: (v[i:i + 1] if torch.is_tensor(v) else v)
+                                                       for k, v in cache.items()},
+                             labels=labels[i:i + 1], implementation="reference", return_stats=True)[1]
+              for i in range(B)]
+    total = halves[0] + halves[1]
+    assert torch.allclose(torch.stack(total._tensors()), torch.stack(full._tensors()))

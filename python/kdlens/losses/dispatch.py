@@ -201,6 +201,7 @@ def kd_loss(
     if not torch.is_grad_enabled():  # needs_input_grad ignores grad mode: detach, so no gradient is formed
         student_logits, student_hidden, student_weight = (
             None if t is None else t.detach() for t in (student_logits, student_hidden, student_weight))
+    row_stats = torch.zeros(weight.shape[0], 3, dtype=torch.float32, device=device) if return_stats else None
     if logits_form:
         z_s = student_logits.reshape(-1, student_logits.shape[-1])
         z_t = teacher_logits.detach().reshape(-1, teacher_logits.shape[-1])
@@ -209,23 +210,29 @@ def kd_loss(
 
             z_s = z_s if z_s.stride(-1) == 1 else z_s.contiguous()
             z_t = z_t if z_t.stride(-1) == 1 else z_t.contiguous()
-            return TritonLogitsKD.apply(z_s, z_t, weight, flat_labels, opts)
-        from kdlens.losses.chunked import ChunkedLogitsKD
+            loss = TritonLogitsKD.apply(z_s, z_t, weight, flat_labels, opts, row_stats)
+        else:
+            from kdlens.losses.chunked import ChunkedLogitsKD
 
-        return ChunkedLogitsKD.apply(z_s, z_t, weight, flat_labels, opts, int(chunk_bytes), bool(compile))
+            loss = ChunkedLogitsKD.apply(z_s, z_t, weight, flat_labels, opts, int(chunk_bytes), bool(compile),
+                                         row_stats)
+    else:
+        x_s = student_hidden.reshape(-1, student_hidden.shape[-1])
+        x_t = teacher_hidden.detach().reshape(-1, teacher_hidden.shape[-1])
+        w_t = teacher_weight.detach()
+        if impl == "triton":
+            from kdlens.losses.autograd import TritonFusedLinearKD
 
-    x_s = student_hidden.reshape(-1, student_hidden.shape[-1])
-    x_t = teacher_hidden.detach().reshape(-1, teacher_hidden.shape[-1])
-    w_t = teacher_weight.detach()
-    if impl == "triton":
-        from kdlens.losses.autograd import TritonFusedLinearKD
+            loss = TritonFusedLinearKD.apply(x_s, student_weight, x_t, w_t, weight, flat_labels, opts,
+                                             int(chunk_bytes), compute_dtype, lean, row_stats)
+        else:
+            from kdlens.losses.chunked import ChunkedLinearKD
 
-        return TritonFusedLinearKD.apply(x_s, student_weight, x_t, w_t, weight, flat_labels, opts, int(chunk_bytes),
-                                         compute_dtype, lean)
-    from kdlens.losses.chunked import ChunkedLinearKD
-
-    return ChunkedLinearKD.apply(x_s, student_weight, x_t, w_t, weight, flat_labels, opts, int(chunk_bytes),
-                                 bool(compile), compute_dtype, lean)
+            loss = ChunkedLinearKD.apply(x_s, student_weight, x_t, w_t, weight, flat_labels, opts, int(chunk_bytes),
+                                         bool(compile), compute_dtype, lean, row_stats)
+    if not return_stats:
+        return loss
+    return loss, token_stats(row_stats, valid)
 
 
 def _round_to(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:

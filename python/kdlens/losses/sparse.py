@@ -186,6 +186,7 @@ def sparse_kd_loss(
         lse=(lse_t.reshape(-1).to(device=device, dtype=torch.float32).contiguous() if lse_t is not None
              else torch.zeros(weight.shape[0], dtype=torch.float32, device=device)),
         tail=tail,
+        vocab=vocab,
     )
     row_stats = torch.zeros(weight.shape[0], 3, dtype=torch.float32, device=device) if return_stats else None
     if not torch.is_grad_enabled():
@@ -220,13 +221,29 @@ def sparse_kd_loss(
 
 class SparseTeacher:
     """The sparse teacher of one loss call, flattened to rows: ids [N, k] int64, logits [N, k] (as cached),
-    lse [N] fp32 at the loss's temperature (zeros when tail="renormalize" and none was given), tail."""
+    lse [N] fp32 at the loss's temperature (zeros when tail="renormalize" and none was given), the tail
+    rule and the student's vocabulary size."""
 
-    def __init__(self, ids: torch.Tensor, logits: torch.Tensor, lse: torch.Tensor, tail: str):
-        self.ids, self.logits, self.lse, self.tail = ids, logits, lse, tail
+    def __init__(self, ids: torch.Tensor, logits: torch.Tensor, lse: torch.Tensor, tail: str, vocab: int):
+        self.ids, self.logits, self.lse, self.tail, self.vocab = ids, logits, lse, tail, vocab
 
-    def rows(self, start: int, end: int) -> "SparseTeacher":
-        return SparseTeacher(self.ids[start:end], self.logits[start:end], self.lse[start:end], self.tail)
+    @property
+    def has_rest(self) -> bool:
+        """A rest bucket exists: tail="rest" and the ids do not cover the whole vocabulary (k < V)."""
+        return self.tail == "rest" and self.ids.shape[1] < self.vocab
+
+    def padded_rows(self, start: int, n_rows: int) -> "SparseTeacher":
+        """Rows [start, start + n_rows); rows past the end are padding (ids 0..k-1, logits and lse 0)."""
+        end = min(start + n_rows, self.ids.shape[0])
+        part = SparseTeacher(self.ids[start:end], self.logits[start:end], self.lse[start:end], self.tail,
+                             self.vocab)
+        pad = n_rows - (end - start)
+        if pad > 0:
+            k = self.ids.shape[1]
+            part.ids = torch.cat([part.ids, torch.arange(k, device=part.ids.device).expand(pad, k)])
+            part.logits = torch.cat([part.logits, part.logits.new_zeros(pad, k)])
+            part.lse = torch.cat([part.lse, part.lse.new_zeros(pad)])
+        return part
 
 
 def _select_lse(teacher_lse, teacher_temperatures, temperature: float, lead: tuple) -> torch.Tensor:

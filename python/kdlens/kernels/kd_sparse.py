@@ -1,0 +1,1 @@
+../../../kernels/kd_sparse.py
