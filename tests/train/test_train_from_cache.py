@@ -29,12 +29,15 @@ def _weights(trainer):
     return {n: p.detach().clone() for n, p in trainer.student.named_parameters() if p.requires_grad}
 
 
-@pytest.mark.parametrize("objective,norm", [("forward_kl", "global_tokens"), ("reverse_kl", "paper"),
-                                            ("jsd", "global_tokens")])
+@pytest.mark.parametrize("objective,norm,impl", [("forward_kl", "global_tokens", "reference"),
+                                                 ("reverse_kl", "paper", "reference"),
+                                                 ("jsd", "global_tokens", "reference"),
+                                                 ("forward_kl", "paper", "chunked"),
+                                                 ("jsd", "paper", "chunked")])
 def test_cache_with_k_equal_v_trains_like_the_live_teacher(base_cfg, task_dir, teacher_dir, full_cache, tmp_path,
-                                                           objective, norm):
+                                                           objective, norm, impl):
     kw = dict(mode="kd", objective=objective, temperature=2.0, loss_normalization=norm,
-              loss_implementation="reference", max_steps=3, val_size=16)
+              loss_implementation=impl, max_steps=3, val_size=16)
     live = Trainer(base_cfg(task_dir, tmp_path / "live", teacher=str(teacher_dir), **kw))
     cached = Trainer(base_cfg(task_dir, tmp_path / "cached", teacher_cache=str(full_cache), **kw))
     assert cached.teacher is None and cached.teacher_fn is None  # never loaded
@@ -151,3 +154,15 @@ def test_train_cli_with_a_teacher_cache(task_dir, full_cache, tmp_path, capsys):
     assert main([*args[:1], f"out_dir={tmp_path / 'run2'}", *args[2:], "temperature=5.0"]) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("kdlens")]
     assert len(err) == 1 and err[0].startswith("kdlens: error: the teacher cache") and "T=5" in err[0]
+
+
+@pytest.mark.parametrize("tail", ["rest", "renormalize"])
+def test_a_top_k_bf16_cache_trains_with_either_tail(base_cfg, task_dir, teacher_dir, tmp_path, tail):
+    out = tmp_path / "cache"
+    build_cache(TeacherCacheConfig(out_dir=str(out), data=str(task_dir / "train.json"), teacher=str(teacher_dir),
+                                   tokenizer=str(task_dir / "tokenizer"), k=16, max_length=96, progress=False))
+    res = train(base_cfg(task_dir, tmp_path / "r", mode="kd", teacher_cache=str(out), cache_tail=tail,
+                         temperature=1.0, max_steps=2))
+    assert res.status == "complete" and res.train_loss > 0
+    rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert all(0.0 <= r["token_agreement"] <= 1.0 for r in rows if "loss" in r)
