@@ -102,7 +102,8 @@ def test_lookup_pads_and_refuses_unknown_examples(task_dir, teacher_dir, tmp_pat
     for i, e in enumerate(examples):
         n = len(e.input_ids)
         assert torch.equal(ids[i, :n], cache.rows(e.input_ids)[0].long())
-        assert not ids[i, n:].any() and not lse[i, n:].any()
+        assert torch.equal(ids[i, n:], torch.arange(16).expand(length - n, 16))  # distinct ids, uniform
+        assert not logits[i, n:].any() and torch.allclose(lse[i, n:], torch.tensor(300.0).log())
     with pytest.raises(KdlensError, match="not in the teacher cache"):
         cache.rows([5, 6, 7])
     with pytest.raises(KdlensError, match="T=3"):

@@ -159,10 +159,11 @@ def test_train_cli_with_a_teacher_cache(task_dir, full_cache, tmp_path, capsys):
 @pytest.mark.parametrize("tail", ["rest", "renormalize"])
 def test_a_top_k_bf16_cache_trains_with_either_tail(base_cfg, task_dir, teacher_dir, tmp_path, tail):
     out = tmp_path / "cache"
+    # max_length 256: the examples have 177..231 tokens, so the batches hold padded (masked) positions
     build_cache(TeacherCacheConfig(out_dir=str(out), data=str(task_dir / "train.json"), teacher=str(teacher_dir),
-                                   tokenizer=str(task_dir / "tokenizer"), k=16, max_length=96, progress=False))
+                                   tokenizer=str(task_dir / "tokenizer"), k=16, max_length=256, progress=False))
     res = train(base_cfg(task_dir, tmp_path / "r", mode="kd", teacher_cache=str(out), cache_tail=tail,
-                         temperature=1.0, max_steps=2))
+                         temperature=1.0, max_steps=2, max_length=256))
     assert res.status == "complete" and res.train_loss > 0
     rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert all(0.0 <= r["token_agreement"] <= 1.0 for r in rows if "loss" in r)

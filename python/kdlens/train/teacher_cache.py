@@ -380,13 +380,16 @@ class TeacherCache:
 
     def lookup(self, examples, length: int, device=None) -> tuple:
         """Padded teacher tensors of a batch: ids int64 [B, length, k], logits float32 [B, length, k],
-        lse float32 [B, length, n_T]; rows past an example's end hold id 0, logit 0 and lse 0 (masked)."""
+        lse float32 [B, length, n_T]. Rows past an example's end (masked by the loss) hold a valid
+        distribution: the uniform one (ids 0..k-1, logits 0, lse log V)."""
+        import math
+
         import torch
 
         n = len(examples)
-        ids = torch.zeros((n, length, self.k), dtype=torch.int64)
+        ids = torch.arange(self.k, dtype=torch.int64).expand(n, length, self.k).clone()
         logits = torch.zeros((n, length, self.k), dtype=torch.float32)
-        lse = torch.zeros((n, length, len(self.temperatures)), dtype=torch.float32)
+        lse = torch.full((n, length, len(self.temperatures)), math.log(self.vocab_size), dtype=torch.float32)
         for i, e in enumerate(examples):
             r_ids, r_logits, r_lse = self.rows(e.input_ids)
             m = r_ids.shape[0]
