@@ -9,9 +9,11 @@ and the cache really work on V columns. Rows to benches/results/teacher_cache.cs
   optimizer steps, rotating the order each round: median/min/max seconds per step, and the KD loss of
   step 1 (the same for live and k = V; the top-k cache is the sparse-teacher loss, tail="rest").
 - ``kind=memory``: each of the three in its own process, after importing torch/transformers/kdlens
-  (``base_rss_mb``): ``setup_rss_mb`` (models, data, cache index: the live run loads the teacher),
-  ``run_peak_mb`` (peak RSS of set-up + steps over the base; the live run holds the teacher's weights and
-  activations, the cache runs the cached rows of a batch) and ``step_rss_mb`` (what the steps add).
+  (``base_rss_mb``): ``setup_rss_mb`` (resident after building the trainer: models, data, cache index;
+  the live run loads the teacher), ``setup_peak_mb`` / ``steps_peak_mb`` (the largest RSS over the base
+  while setting up / during the timed steps, sampled every millisecond: the live run holds the teacher's
+  weights and activations, a cache run the cached rows of its batch), ``step_rss_mb`` (what the steps
+  add over the resident set before them) and ``teacher_weights_mb`` (the live teacher's parameters).
 - ``kind=cache_size``: bytes per token of a bf16 cache (ids int32 + logits bf16 + lse fp32 + the token)
   for each k of ``--size-ks``, from the shard files.
 - ``kind=cache_build``: tokens/s of ``kdlens teacher-cache`` (k = ``--k``, batch 8) on this machine.
@@ -123,6 +125,30 @@ def interleaved(args) -> list[dict]:
             for k, t in times.items()]
 
 
+class RssSampler:
+    """The largest VmRSS seen by a thread that reads it every millisecond (ru_maxrss is the lifetime
+    high-water mark, set by whatever peaked first, e.g. loading the models)."""
+
+    def __init__(self):
+        import threading
+
+        self.peak, self._stop = _rss_mb(), threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.wait(0.001):
+            self.peak = max(self.peak, _rss_mb())
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_mb())
+
+
 def memory_one(args) -> dict:
     import torch
 
@@ -131,14 +157,18 @@ def memory_one(args) -> dict:
 
     torch.set_num_threads(1)
     base = _rss_mb()
-    tr = trainer(Path(args.work), args.kind, args)
+    with RssSampler() as during_setup:
+        tr = trainer(Path(args.work), args.kind, args)
     setup = _rss_mb()
     steps(tr, 1, 1)  # first-touch allocations of the optimizer state
     before = _rss_mb()
-    steps(tr, 2, args.steps)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with RssSampler() as during_steps:
+        steps(tr, 2, args.steps)
+    teacher = 0.0 if tr.teacher is None else sum(p.numel() * p.element_size() for p in tr.teacher.parameters())
     return {"base_rss_mb": round(base, 1), "setup_rss_mb": round(setup - base, 1),
-            "run_peak_mb": round(peak - base, 1), "step_rss_mb": round(max(0.0, peak - before), 1)}
+            "setup_peak_mb": round(during_setup.peak - base, 1), "steps_peak_mb": round(during_steps.peak - base, 1),
+            "step_rss_mb": round(max(0.0, during_steps.peak - before), 1),
+            "teacher_weights_mb": round(teacher / 2**20, 1)}
 
 
 def child(args, *extra: str):
