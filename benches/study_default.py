@@ -8,6 +8,9 @@ one row via benches/_record.py into benches/results/study_default.csv:
 - wall_s; cpu_s: user + system time of the study's processes, sampled every 0.5 s (a slight
   undercount: a process's last half second is missed); on a loaded machine cpu_s / cores is a
   better guide to the quiet-machine wall time than wall_s;
+- units_span_s: from the first unit's start to the last unit's end, as the units' unit.json record
+  them (equals the study's time in a single session; for a study resumed with --keep it still spans
+  every session, gaps included); units_s: the sum of the units' own elapsed times;
 - peak_pss_total_mb: peak of the summed PSS of the session's processes (shared fork-server pages
   counted once); peak_rss_largest_mb: the largest single process;
 - load_before / load_after: load averages (the machine may be shared: read timings with them);
@@ -112,6 +115,22 @@ def run_study(config: str | None, out: Path) -> dict:
             "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg())}
 
 
+def unit_times(study_dir: Path) -> dict:
+    """units_span_s and units_s from the unit.json of every finished unit of the study."""
+    import json
+
+    started, ended, elapsed = [], [], 0.0
+    for path in (study_dir / "units").glob("*/unit.json"):
+        unit = json.loads(path.read_text())
+        if unit.get("started_unix") and unit.get("ended_unix"):
+            started.append(unit["started_unix"])
+            ended.append(unit["ended_unix"])
+            elapsed += unit.get("elapsed_s") or 0.0
+    if not started:
+        return {}
+    return {"units_span_s": round(max(ended) - min(started), 1), "units_s": round(elapsed, 1)}
+
+
 def findings(study_dir: Path) -> tuple[dict, list[dict]]:
     """The key numbers of a finished study (from its report tables) and its verdict rows."""
     import polars as pl
@@ -213,7 +232,7 @@ def main() -> None:
         timing = run_study(config, out)
         numbers, verdicts = findings(out)
         base = {"config": args.config or "synthetic", "variant": args.variant, "overrides": " ".join(args.set)}
-        record("study_default", [{**base, **timing, **numbers}])
+        record("study_default", [{**base, **timing, **unit_times(out), **numbers}])
         record("study_default_verdicts", [{**base, **v} for v in verdicts])
     finally:
         if tmp:

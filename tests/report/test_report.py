@@ -64,6 +64,13 @@ def test_report_on_a_synthetic_study(synthetic_results, tmp_path, syn):
     p_text = f"{perm.pvalue:.2e}" if perm.pvalue < 1e-3 else f"{perm.pvalue:.3f}"
     assert f"{ref.statistic:.2f} ({p_text})" in md
     assert "## Findings" in md and "Findings of the paper on this data, synthetic" in md
+    # the tables behind the findings, scores and paired tests are written beside the figures
+    import polars as pl
+
+    findings = pl.read_csv(out / "tables" / "findings.csv")
+    assert findings.height >= 7 and all(f"| {v} |" in md or v in md for v in findings["verdict"])
+    assert {"mean", "ci_low", "ci_high"} <= set(pl.read_csv(out / "tables" / "scores_over_seeds.csv").columns)
+    assert "p_two_sided" in pl.read_csv(out / "tables" / "paired_contrasts.csv").columns
     assert "1 teacher," in md and "Qwen and Llama" not in md  # footnotes speak of the data at hand
     # H2 cannot be computed with one teacher: the cell says why
     assert "constant input" in md

@@ -53,3 +53,18 @@ def test_training_step_reads_the_last_logged_step(tmp_path):
     lines = [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}, {"step": 2, "val_ce": 1.4}]
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n{\"step\": 3, \"lo")
     assert training_step(tmp_path) == 2  # a half-written last line is skipped
+
+
+def test_a_step_costs_in_proportion_to_its_examples():
+    import dataclasses
+
+    config = load_study_config(None)
+    doubled = dataclasses.replace(config, teacher_sft={**config.teacher_sft, "micro_batch_size": 16, "grad_accum": 4})
+    halved = dataclasses.replace(config, teacher_sft={**config.teacher_sft, "micro_batch_size": 8, "grad_accum": 2})
+    label = "sft tiny-teacher (task-aware teacher)"
+    costs = []
+    for cfg in (halved, doubled):
+        plan = plan_study(cfg)
+        costs.append(next(expected_cost(u, plan) for u in plan.units if u.label == label))
+    # 64 vs 16 examples per step, the same number of steps: four times the work, less the unit overhead
+    assert 3.9 < (costs[1] - 1.0) / (costs[0] - 1.0) < 4.1

@@ -241,7 +241,7 @@ def render_html(blocks: list[Block]) -> str:
 
 
 ANALYSIS_TABLES = ("hypotheses", "units", "temperature_curves", "noise_curves", "teacher_kind_deltas",
-                   "best_teacher", "gain_by_student_size")
+                   "best_teacher", "gain_by_student_size", "findings", "scores_over_seeds", "paired_contrasts")
 REPORT_ENTRIES = ("report.md", "report.html", "figures", "tables")
 
 

@@ -40,8 +40,10 @@ def model_params_m(name: str) -> float:
 
 
 def _steps(settings: dict) -> float:
-    steps = settings.get("max_steps")
-    return float(steps) if steps else 100.0
+    """Optimiser steps in units of the reference step of 16 examples (the costs above are per 16)."""
+    steps = float(settings.get("max_steps") or 100.0)
+    examples = float(settings.get("micro_batch_size") or 16) * float(settings.get("grad_accum") or 1)
+    return steps * examples / 16.0
 
 
 def expected_cost(unit: Unit, plan: Plan) -> float:
@@ -49,7 +51,8 @@ def expected_cost(unit: Unit, plan: Plan) -> float:
     config = plan.config
     p = unit.params
     if unit.kind == "base":
-        steps = float((p.get("pretrain") or {}).get("max_steps") or 0)
+        pretrain = p.get("pretrain") or {}
+        steps = _steps(pretrain) if pretrain.get("max_steps") else 0.0
         return _UNIT_OVERHEAD_S + steps * (_STEP_OVERHEAD_S + _STEP_S_PER_MPARAM * model_params_m(p["model"]))
     if unit.kind in ("sft", "kd"):
         settings = {**config.get("train", {}), **p.get("sft", {}), **p.get("teacher_sft", {}), **p.get("kd", {})}
