@@ -14,7 +14,8 @@ Gradient with c = sum over buckets of h: cached column v: kd_scale (h_v - q_v c)
 kd_scale q_v (g_rest - c) with HAS_REST, else 0; plus w ce_coef (softmax(z_s) - onehot(label)).
 Passes: (0) gather z_s at the ids, then overwrite them with -inf in the row (a private workspace), so that
 (1) one online pass over the row gives the tail's max, sum-exp, sum e^(a-m) (a-m) (the entropy) and argmax,
-combined with the k gathered values into the full row's statistics without a 1 - sum cancellation;
+combined with the k gathered values (held in one block of next_power_of_2(k) lanes: callers keep k <=
+kdlens.losses.sparse.MAX_SPARSE_K) into the full row's statistics without a 1 - sum cancellation;
 (2) the gradient pass writes every column (cached ones get 0 from their -inf), then (3) the cached
 columns' gradients are scattered over them. fp32 arithmetic, tl.constexpr variants, no host sync.
 """

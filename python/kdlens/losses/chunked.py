@@ -406,6 +406,14 @@ def sparse_rows_fn(teacher, opts: KDOptions, write_grad: bool, with_stats: bool,
     return rows_fn
 
 
+def _sparse_bytes_per_element(x: torch.Tensor, compile: bool) -> int:
+    """Workspace bytes per [c, V] element of the sparse step: its scatters (the -inf-masked tail, the
+    cached columns' gradient) are not fused by inductor, so it keeps about two fp32 [c, V] temporaries
+    more than the dense step (CPU, N = 1024, V = 32000: 127 MiB peak at the dense step's 24 B vs 104 MiB
+    for the dense loss; benches/bench_losses_sparse_cpu.py)."""
+    return _bytes_per_element(x, compile) + 8
+
+
 class ChunkedSparseLinearKD(torch.autograd.Function):
     """Sparse-teacher KD over hidden states and the student lm_head, chunked: 3 GEMMs per chunk (student
     logits, dX, dW), no teacher GEMM; backward returns dX and dW formed in forward."""
@@ -415,9 +423,8 @@ class ChunkedSparseLinearKD(torch.autograd.Function):
                 compute_dtype, dw_in_weight_dtype: bool, row_stats=None):
         need_dx, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         rows_fn = sparse_rows_fn(teacher, opts, need_dx or need_dw, row_stats is not None, compile)
-        # one fp32 [c, V] workspace (the student logits, overwritten by the gradient) + the step's temporaries
         rows = chunk_rows_for(x_s.shape[0], w_s.shape[0], chunk_bytes,
-                              bytes_per_element=_bytes_per_element(x_s, compile))
+                              bytes_per_element=_sparse_bytes_per_element(x_s, compile))
         loss, d_x, d_w = linear_kd_chunks(
             x_s, w_s, None, None, row_weight, labels, rows_fn, chunk_rows=rows, row_offset=opts.noise_row_offset,
             need_dx=need_dx, need_dw=need_dw, pad_last_chunk=compile, compute_dtype=compute_dtype,
@@ -440,7 +447,7 @@ class ChunkedSparseLogitsKD(torch.autograd.Function):
         need_grad = ctx.needs_input_grad[0]
         n, vocab = z_s.shape
         rows_fn = sparse_rows_fn(teacher, opts, need_grad, row_stats is not None, compile)
-        rows = chunk_rows_for(n, vocab, chunk_bytes, bytes_per_element=_bytes_per_element(z_s, compile))
+        rows = chunk_rows_for(n, vocab, chunk_bytes, bytes_per_element=_sparse_bytes_per_element(z_s, compile))
         grad = torch.empty_like(z_s) if need_grad else None
         loss = torch.zeros((), dtype=torch.float32, device=z_s.device)
         for start in range(0, n, rows):

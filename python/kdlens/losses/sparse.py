@@ -19,6 +19,10 @@ from kdlens.losses.options import IMPLEMENTATIONS, KDOptions, row_weights, valid
 from kdlens.losses.reference import SPARSE_OBJECTIVES, TAILS
 from kdlens.losses.stats import TokenStats, token_stats
 
+# The Triton kernel holds a row's k cached entries in one block of next_power_of_2(k) lanes: at 16384 that
+# is 32 values per thread and tensor with 16 warps. Larger k (e.g. k = V, a test configuration) runs chunked.
+MAX_SPARSE_K = 16384
+
 
 def sparse_kd_loss(
     student_logits: torch.Tensor | None = None,
@@ -66,7 +70,8 @@ def sparse_kd_loss(
     tl.randn(noise_seed, ((noise_row_offset + n) << 32) | v) at the cached ids v, the same numbers the dense
     kd_loss adds at those columns), b = z' / T over the k ids S. Buckets and probabilities:
       tail="renormalize": buckets = S. p = softmax_S(b), q = softmax_S(a_S) (both renormalised over S;
-        teacher_lse is not needed). The student's uncached logits get no KD gradient.
+        teacher_lse is not read, so any temperature works). The student's uncached logits get no KD
+        gradient.
       tail="rest": buckets = S + one "rest" bucket (the uncached ids, present when k < V).
         The cached tail mass R = max(0, 1 - sum_S exp(z_v / T - lse_T)) (clean logits; lse_T the cached
         log-sum-exp at this T, which must be one of teacher_temperatures), L = log(sum_S exp(b_v) +
@@ -139,8 +144,8 @@ def sparse_kd_loss(
     k = teacher_ids.shape[-1]
     if k > vocab:
         raise KdlensError(f"the cache holds k = {k} ids per position but the vocabulary has only {vocab}")
-    lse_t = None
-    if tail == "rest" or teacher_lse is not None:
+    lse_t = None  # only the rest bucket reads the log-sum-exp: renormalize works at any temperature
+    if tail == "rest":
         lse_t = _select_lse(teacher_lse, teacher_temperatures, opts.temperature, lead)
     if opts.has_ce and labels is None:
         raise KdlensError("ce_weight > 0 needs labels (the hard targets of the cross-entropy term)")
@@ -159,7 +164,10 @@ def sparse_kd_loss(
 
     impl = implementation
     if impl == "auto":
-        impl = "triton" if device.type == "cuda" else "chunked"
+        impl = "triton" if device.type == "cuda" and k <= MAX_SPARSE_K else "chunked"
+    if impl == "triton" and k > MAX_SPARSE_K:
+        raise KdlensError(f"implementation='triton' takes at most k = {MAX_SPARSE_K} cached ids per position, "
+                          f"got k = {k}; use implementation='chunked' (or 'auto')")
     ids = teacher_ids.to(device)
     zt = teacher_topk_logits.detach().to(device)
     if impl == "reference":
