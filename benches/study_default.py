@@ -27,10 +27,11 @@ Re-run on a quiet machine (one command; see the README for the time):
 
 The same study in another floating-point order (same computation in exact arithmetic, summed
 differently: gradients accumulated over 2 micro-batches of 8 instead of 1 of 16, in pretraining
-and fine-tuning, and decoding in batches of 64 instead of 128):
+and fine-tuning (the teacher's fine-tuning: 2 of 16 instead of 1 of 32), and decoding in batches of
+64 instead of 128):
     python benches/study_default.py --variant fp-order-b --set train.micro_batch_size=8 \
         --set train.grad_accum=2 --set pretrain.micro_batch_size=8 --set pretrain.grad_accum=2 \
-        --set evaluate.batch_size=64
+        --set teacher_sft.micro_batch_size=16 --set teacher_sft.grad_accum=2 --set evaluate.batch_size=64
 
 Other presets or files: ``python benches/study_default.py smoke`` (about a minute); ``--keep DIR``
 keeps (and resumes) the study folder instead of a temporary one.

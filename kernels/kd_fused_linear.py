@@ -10,7 +10,8 @@ For each chunk of ``c`` rows (c sized by a byte budget, at most N; 1024 at shape
         dW   += G[r]^T @ X_s[r]                              fp32 accumulator [V_s, H_s]; K = ring rows, so
                                                              the fp32 read-modify-write of dW happens
                                                              N / (ring_chunks * c) times, not N / c
-Four GEMMs per chunk, gradient formed in the forward pass (the teacher is never recomputed), two [c, V]
+With a sparse (top-k cached) teacher there is no teacher GEMM (``teacher_hidden``/``teacher_weight`` None;
+the row function reads the cache): three GEMMs per chunk. Four GEMMs per chunk otherwise, gradient formed in the forward pass (the teacher is never recomputed), two [c, V]
 fp32 workspaces reused by every chunk, per-row losses summed on the device (no host sync). The GEMM
 operands are cast once per call to ``compute_dtype`` (e.g. bf16 for fp32 master weights under bf16
 training: plain fp32 GEMMs run about 10x slower on a GPU). dW is returned in the student weight's dtype:

@@ -106,3 +106,89 @@ def test_stats_command_prints_the_tables_and_rejects_bad_input(tmp_path, capsys,
     assert main(["stats", str(bad)]) == 2
     assert "missing column(s) family" in capsys.readouterr().err
     assert main(["stats"]) == 2
+
+
+def _items_frame():
+    """Per-item pairs of two comparisons on the synthetic task: correctness tied loosely to BLEU."""
+    import polars as pl
+
+    rng = np.random.default_rng(3)
+    frames = []
+    for method in ("SeqKD", "RevKD"):
+        fid = rng.uniform(0, 100, 60)
+        correct = (fid / 100 + rng.normal(0, 0.5, 60)) > 0.5
+        frames.append(pl.DataFrame({
+            "teacher": "tiny-teacher", "student": "tiny-s1", "method": method, "temperature": 2.0, "seed": 0,
+            "task": "synthetic", "id": [str(i) for i in range(60)], "sample_seed": 6,
+            "instruction": [f"What is {i} + {i}?" for i in range(60)],
+            "teacher_output": [f"{i} + {i} = {2 * i}." for i in range(60)],
+            "student_output": [f"It is {2 * i if c else 2 * i + 1}." for i, c in enumerate(correct)],
+            "fidelity": fid, "student_correct": correct}))
+    return pl.concat(frames)
+
+
+def test_report_shows_the_error_analysis_of_the_items(synthetic_results, tmp_path, syn):
+    import shutil
+
+    import polars as pl
+
+    folder = tmp_path / "with_items"
+    shutil.copytree(synthetic_results, folder)
+    items = _items_frame()
+    items.write_parquet(folder / "items.parquet")
+    out = tmp_path / "report"
+    assert main(["report", str(folder), "-o", str(out), "--bootstrap", "0"]) == 0
+    md = (out / "report.md").read_text()
+    assert "## Error analysis: per-item correctness vs fidelity" in md
+    assert "Per-item correctness vs fidelity (point-biserial r), by task and method" in md
+    assert "Error analysis examples, synthetic" in md and "What is " in md
+    for section in re.split(r"^\*\*", md.split("## Error analysis")[1].split("## Ablations")[0], flags=re.MULTILINE)[1:]:
+        assert re.search(r"[Uu]nit", section) and re.search(r"\bn\b|n =|n between", section), section[:80]
+    corr = pl.read_csv(out / "tables" / "error_correlations.csv")
+    assert (out / "tables" / "error_examples.csv").is_file()
+    for method in ("SeqKD", "RevKD"):
+        part = items.filter(pl.col("method") == method)
+        ref = stats.pointbiserialr(part["student_correct"].to_numpy(), part["fidelity"].to_numpy())
+        row = corr.filter(pl.col("method") == method).row(0, named=True)
+        assert row["r_pb"] == pytest.approx(ref.statistic) and row["p_value"] == pytest.approx(ref.pvalue)
+        ci = stats.pearsonr(part["student_correct"].to_numpy().astype(float), part["fidelity"].to_numpy()) \
+            .confidence_interval(0.95)
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx((ci.low, ci.high))
+        assert f"{ref.statistic:.2f} ({ref.pvalue:.3f})" in md or f"{ref.statistic:.2f} ({ref.pvalue:.2e})" in md
+    # without items the report says why it has no error analysis
+    plain = (tmp_path / "plain")
+    assert main(["report", str(synthetic_results), "-o", str(plain), "--bootstrap", "0"]) == 0
+    assert "Error analysis: the results have no per-item teacher-student pairs" in (plain / "report.md").read_text()
+    assert "The poster versus the released data" not in (plain / "report.md").read_text()
+
+
+def test_paper_report_has_the_variants_and_the_poster_note(tmp_path, capsys):
+    out = tmp_path / "paper"
+    assert main(["report", "--paper", "-o", str(out), "--bootstrap", "0"]) == 0
+    md = (out / "report.md").read_text()
+    assert "## The poster versus the released data" in md
+    assert "ARC-c and ARC-e appear swapped" in md and "HellaSwag: the poster prints -0.44" in md
+    assert "| H4 rho vs agreement, 2nd variant (EM2) | all |" in md
+    assert "| H5 rho vs fidelity, 2nd variant (BLEU2) | all |" in md
+    assert "-0.50 (" in md and "-0.28 (" in md  # the EM2 and BLEU2 rho on the math Average
+    assert "H5-token" not in md  # the released data has no token-level agreement
+    assert main(["stats", "--paper", "--bootstrap", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert "H4 rho vs agreement, 2nd variant (EM2)" in printed and "H5 rho vs fidelity, 2nd variant (BLEU2)" in printed
+
+
+def test_report_shows_h5_token_when_the_rows_carry_it(synthetic_results, tmp_path, syn):
+    import shutil
+
+    import polars as pl
+
+    folder = tmp_path / "token"
+    shutil.copytree(synthetic_results, folder)
+    fid = pl.read_csv(folder / "fidelity.csv")
+    fid.with_columns((50.0 + pl.col("fidelity") % 7).alias("token_agreement")).write_csv(folder / "fidelity.csv")
+    out = tmp_path / "report"
+    assert main(["report", str(folder), "-o", str(out), "--bootstrap", "0"]) == 0
+    md = (out / "report.md").read_text()
+    assert "| H5-token rho vs token-level agreement | all |" in md
+    hyp = pl.read_csv(out / "tables" / "hypotheses.csv")
+    assert sorted(hyp.filter(pl.col("hypothesis") == "H5-token")["task"].to_list()) == ["average", "synthetic"]

@@ -34,6 +34,7 @@ SCORE_FILES = {
     "commonsense": ["cs_results_main.csv", "llama_cs_results.csv"],
 }
 AGREEMENT_FILES = {"math": "EM1.csv", "commonsense": "EM1_cs.csv"}
+AGREEMENT2_FILES = {"math": "EM2.csv", "commonsense": "EM2_cs.csv"}  # the second variant (issue 14 item 5)
 # column header (lowercased) -> canonical task key, typed out independently of kdlens
 HEADER_TO_TASK = {
     "gsm8k": "gsm8k", "svamp": "svamp", "multiarith": "multiarith", "singleeq": "singleeq",
@@ -51,7 +52,8 @@ def _rows(name):
 
 def reference(family):
     """units: {(teacher, student, mtype): {task: max score}}, sft: {model: {task: score}},
-    agreement: {(teacher, student): {task: KD agreement}}, fidelity likewise (math only)."""
+    agreement: {(teacher, student): {task: KD agreement}}, fidelity likewise (math only), and the
+    second variants agreement2 (EM2) and fidelity2 (BLEU2, math only) read the same way."""
     units, sft = {}, {}
     for name in SCORE_FILES[family]:
         for row in _rows(name):
@@ -79,7 +81,9 @@ def reference(family):
 
     agreement = pair_metric(AGREEMENT_FILES[family])
     fidelity = pair_metric("BLEU.csv") if family == "math" else None
-    return units, sft, agreement, fidelity
+    second = {"agreement2": pair_metric(AGREEMENT2_FILES[family]),
+              "fidelity2": pair_metric("BLEU2.csv") if family == "math" else None}
+    return units, sft, agreement, fidelity, second
 
 
 def size_b(name):
@@ -88,7 +92,7 @@ def size_b(name):
 
 def reference_cells(family):
     """{(hypothesis, task, group): (statistic, p)} computed with scipy from the plain-Python units."""
-    units, sft, agreement, fidelity = reference(family)
+    units, sft, agreement, fidelity, second = reference(family)
     tasks = list(next(iter(units.values())))
     out = {}
     for task in tasks:
@@ -108,7 +112,9 @@ def reference_cells(family):
             ("H2", [sft[k[0]][task] for k in keys]),
             ("H3.2", [sft[k[1]][task] for k in keys]),
             ("H4", [agreement[(k[0], k[1])][task] for k in keys]),
-        ] + ([("H5", [fidelity[(k[0], k[1])][task] for k in keys])] if fidelity else []):
+        ] + ([("H5", [fidelity[(k[0], k[1])][task] for k in keys])] if fidelity else []) + [
+            ("H4-EM2", [second["agreement2"][(k[0], k[1])][task] for k in keys])
+        ] + ([("H5-BLEU2", [second["fidelity2"][(k[0], k[1])][task] for k in keys])] if second["fidelity2"] else []):
             r = stats.spearmanr(x, y)
             out[(hyp, task, "all")] = (r.statistic, r.pvalue)
     return out, len(units)
@@ -121,7 +127,8 @@ def paper():
 
 @pytest.fixture(scope="module")
 def hypotheses(paper):
-    units = build_units(paper.scores, paper.agreement, paper.fidelity, strict=True)
+    units = build_units(paper.scores, paper.agreement, paper.fidelity, agreement2=paper.agreement2,
+                        fidelity2=paper.fidelity2, strict=True)
     return all_hypotheses(units, bootstrap=200, seed=0)
 
 
@@ -165,6 +172,9 @@ PINNED = {
     ("H4", "math"): (-0.5162732230478055, 0.002100420660772667),
     ("H4", "commonsense"): (0.05636202048819505, 0.7553911638400869),
     ("H5", "math"): (-0.23750581021302555, 0.18322327374522765),
+    ("H4-EM2", "math"): (-0.4981583731163037, 0.003174790599053286),
+    ("H4-EM2", "commonsense"): (0.03220686885039717, 0.858780722845389),
+    ("H5-BLEU2", "math"): (-0.2817865544900303, 0.11212588046429874),
 }
 
 

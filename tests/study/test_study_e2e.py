@@ -63,6 +63,14 @@ def test_study_runs_end_to_end_and_writes_the_report(finished_study):
     # agreement and fidelity: one row per compared student (SFT students and KD students)
     assert tables["fidelity"].height == len(plan.of_kind("compare"))
     assert tables["fidelity"]["fidelity"].is_between(0, 100).all()
+    # the error analysis: every compared item, labelled with its run, and its section in the report
+    items = pl.read_parquet(out / "results" / "items.parquet")
+    n_items = {u.id: pl.read_parquet(Path(unit_result(out, u.deps["student_eval"])["result"]["eval_dir"])
+                                     / "generations.parquet").height for u in plan.of_kind("compare")}
+    assert items.height == sum(n_items.values())
+    assert set(items["method"]) == {"SFT", "SeqKD", "RevKD"} and set(items["seed"]) == {0, 1}
+    assert "## Error analysis: per-item correctness vs fidelity" in report
+    assert (out / "report" / "tables" / "error_correlations.csv").is_file()
 
 
 def test_bases_are_pretrained_on_the_corpus_and_fine_tuning_starts_from_them(finished_study):

@@ -209,6 +209,32 @@ def load_generations(folder: str | os.PathLike):
     return read_table(path)
 
 
+def pair_generations(teacher, student, teacher_dir, student_dir, columns=("output",)):
+    """Teacher and student generation rows paired on (task, id, seed) when both used the same seeds,
+    else on (task, id) when each side has one generation per item; ``columns`` of both sides, the
+    student's suffixed ``_student``."""
+    t_seeds = set(teacher["seed"].unique().to_list())
+    s_seeds = set(student["seed"].unique().to_list())
+    key = ["task", "id", "seed"] if t_seeds == s_seeds else ["task", "id"]
+    if key == ["task", "id"]:
+        for side, frame in (("teacher", teacher), ("student", student)):
+            if frame.select(key).is_duplicated().any():
+                raise KdlensError(
+                    f"the {side}'s generations have several seeds per item but the seeds differ "
+                    f"between teacher ({sorted(t_seeds)}) and student ({sorted(s_seeds)}); evaluate "
+                    "both with the same seeds")
+    for side, frame, folder in (("teacher", teacher, teacher_dir), ("student", student, student_dir)):
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise KdlensError(f"{folder}: the {side}'s generations have no column(s) {', '.join(missing)}; "
+                              "re-run `kdlens evaluate` to write them")
+    cols = key + list(columns)
+    paired = teacher.select(cols).join(student.select(cols), on=key, how="inner", suffix="_student")
+    if paired.height == 0:
+        raise KdlensError(f"{teacher_dir} and {student_dir} share no (task, item) pairs to compare")
+    return paired
+
+
 def compare(teacher_dir: str | os.PathLike, student_dir: str | os.PathLike):
     """Agreement and BLEU fidelity between a teacher's and a student's generations (paper section 6).
 
@@ -225,20 +251,7 @@ def compare(teacher_dir: str | os.PathLike, student_dir: str | os.PathLike):
 
     teacher = load_generations(teacher_dir)
     student = load_generations(student_dir)
-    t_seeds = set(teacher["seed"].unique().to_list())
-    s_seeds = set(student["seed"].unique().to_list())
-    key = ["task", "id", "seed"] if t_seeds == s_seeds else ["task", "id"]
-    if key == ["task", "id"]:
-        for side, frame in (("teacher", teacher), ("student", student)):
-            if frame.select(key).is_duplicated().any():
-                raise KdlensError(
-                    f"the {side}'s generations have several seeds per item but the seeds differ "
-                    f"between teacher ({sorted(t_seeds)}) and student ({sorted(s_seeds)}); evaluate "
-                    "both with the same seeds")
-    cols = key + ["output"]
-    paired = teacher.select(cols).join(student.select(cols), on=key, how="inner", suffix="_student")
-    if paired.height == 0:
-        raise KdlensError(f"{teacher_dir} and {student_dir} share no (task, item) pairs to compare")
+    paired = pair_generations(teacher, student, teacher_dir, student_dir)
     t_name = teacher["model"][0]
     s_name = student["model"][0]
     tasks = {name: get_task(name) for name in paired["task"].unique().to_list()}

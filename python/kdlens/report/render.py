@@ -17,6 +17,7 @@ import polars as pl
 
 from kdlens.io import output_set, write_table_atomic, write_text_atomic
 from kdlens.report import figures as figs
+from kdlens.report.error_tables import MAX_COMPARISON_ROWS, error_tables
 from kdlens.report.tables import (
     Table,
     contrasts_table,
@@ -28,6 +29,7 @@ from kdlens.report.tables import (
     pooling_note,
     scores_table,
 )
+from kdlens.stats.poster import poster_differences
 from kdlens.stats.schema import AVERAGE_TASK, family_order
 
 
@@ -173,6 +175,29 @@ def build_blocks(analysis, figure_dir: Path) -> list[Block]:
         if "H5" not in present:
             excluded.append(f"H5 ({family}): no fidelity values for this family's units.")
 
+    if analysis.tables.paper_release:
+        blocks.append(Heading(2, "The poster versus the released data"))
+        blocks.append(Paragraph(
+            "Where the paper's poster prints something other than what its released CSVs give; the data side "
+            "is computed here from the CSVs, the poster side is quoted as the poster prints it."))
+        blocks.append(Bullets(poster_differences(analysis.hypotheses)))
+
+    if analysis.errors is not None and analysis.errors.correlations.height:
+        blocks.append(Heading(2, "Error analysis: per-item correctness vs fidelity"))
+        blocks.append(Paragraph(
+            "As in the paper's error analysis: are the items a student gets right the ones where it writes like its "
+            "teacher? Per task, the point-biserial correlation of per-item correctness with sentence BLEU, and "
+            "example items from the four quadrants (correct or wrong x fidelity high or low)."))
+        blocks += error_tables(analysis.errors)
+        if analysis.errors.correlations.height > MAX_COMPARISON_ROWS:
+            blocks.append(Paragraph(f"The {analysis.errors.correlations.height} per-comparison rows, each with its "
+                                    "interval: tables/error_correlations.csv."))
+    elif analysis.errors is not None:
+        excluded.append("Error analysis: no item has a correct/wrong score (tasks without an answer rule, e.g. ROUGE-L).")
+    else:
+        excluded.append("Error analysis: the results have no per-item teacher-student pairs (items table; a study "
+                        "writes results/items.parquet, `kdlens compare --error-analysis -o DIR` writes DIR/items.parquet).")
+
     blocks.append(Heading(2, "Ablations"))
     tables, table_exclusions = _ablation_tables(analysis)
     blocks += tables
@@ -242,6 +267,7 @@ def render_html(blocks: list[Block]) -> str:
 
 ANALYSIS_TABLES = ("hypotheses", "units", "temperature_curves", "noise_curves", "teacher_kind_deltas",
                    "best_teacher", "gain_by_student_size", "findings", "scores_over_seeds", "paired_contrasts")
+ERROR_TABLES = ("error_correlations", "error_examples")  # written when the results have items
 REPORT_ENTRIES = ("report.md", "report.html", "figures", "tables")
 
 
@@ -253,12 +279,17 @@ def _write_tables(analysis, out_dir: Path) -> list[Path]:
         "gain_by_student_size": analysis.gain_by_size, "findings": analysis.findings,
         "scores_over_seeds": analysis.scores_summary, "paired_contrasts": analysis.contrasts,
     }  # fmt: skip
-    return [write_table_atomic(frames[name], out_dir / f"{name}.csv") for name in ANALYSIS_TABLES]
+    if analysis.errors is not None:
+        frames["error_correlations"] = analysis.errors.correlations
+        frames["error_examples"] = analysis.errors.examples
+    return [write_table_atomic(frames[name], out_dir / f"{name}.csv") for name in ANALYSIS_TABLES + ERROR_TABLES
+            if name in frames]
 
 
 def write_analysis_tables(analysis, out_dir: Path) -> list[Path]:
     """The analysis frames as CSV (hypotheses, units, ablations), published into ``out_dir`` as one set."""
-    with output_set(out_dir, names=[f"{n}.csv" for n in ANALYSIS_TABLES], what="set of analysis tables") as stage:
+    with output_set(out_dir, names=[f"{n}.csv" for n in ANALYSIS_TABLES + ERROR_TABLES],
+                    what="set of analysis tables") as stage:
         written = _write_tables(analysis, stage)
     return [Path(out_dir) / p.name for p in written]
 

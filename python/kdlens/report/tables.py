@@ -26,7 +26,10 @@ HYPOTHESIS_ROWS = (
     ("H3", "H3 rho vs student size"),
     ("H3.2", "H3.2 rho vs student SFT score"),
     ("H4", "H4 rho vs agreement"),
+    ("H4-EM2", "H4 rho vs agreement, 2nd variant (EM2)"),
     ("H5", "H5 rho vs fidelity"),
+    ("H5-BLEU2", "H5 rho vs fidelity, 2nd variant (BLEU2)"),
+    ("H5-token", "H5-token rho vs token-level agreement"),
 )
 
 

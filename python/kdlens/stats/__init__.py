@@ -22,6 +22,7 @@ from kdlens.stats.hypotheses import (
     h3_student_size,
     h4_agreement,
     h5_fidelity,
+    variant_tests,
 )
 from kdlens.stats.paper_results import PaperResults, ResultTables, load_paper_results
 from kdlens.stats.schema import parse_size_b, validate_pair_metric, validate_results
@@ -52,4 +53,5 @@ __all__ = [
     "temperature_curves",
     "validate_pair_metric",
     "validate_results",
+    "variant_tests",
 ]

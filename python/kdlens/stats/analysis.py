@@ -2,10 +2,11 @@
 call, and what the study runner calls after its grid).
 
 ``load_results(path)`` reads kdlens's own tidy tables: a folder holding ``scores``, and optionally
-``agreement`` and ``fidelity``, each as .parquet/.csv/.jsonl, or a single scores file.
+``agreement``, ``fidelity`` and ``items`` (per-item teacher-student pairs), each as
+.parquet/.csv/.jsonl, or a single scores file.
 ``analyse(tables)`` returns an :class:`Analysis` with the unit table, H1-H5, the ablations, the
-scores over seeds, the paired tests over seeds, the paper's findings with verdicts, and every
-exclusion as a sentence.
+scores over seeds, the paired tests over seeds, the paper's findings with verdicts, the error
+analysis (when the tables have items) and every exclusion as a sentence.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from kdlens.errors import KdlensError
 from kdlens.io import TABLE_SUFFIXES, read_table
 from kdlens.stats import ablations
 from kdlens.stats.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES
+from kdlens.stats.error_analysis import DEFAULT_EXAMPLES, ErrorAnalysis, error_analysis
 from kdlens.stats.findings import paper_findings
 from kdlens.stats.hypotheses import all_hypotheses
 from kdlens.stats.paper_results import ResultTables
@@ -46,6 +48,7 @@ class Analysis:
     seed: int
     level: float
     exclusions: tuple[str, ...] = field(default_factory=tuple)
+    errors: ErrorAnalysis | None = None  # per-item correctness vs fidelity, when the tables have items
 
 
 def _find(folder: Path, stem: str) -> Path | None:
@@ -60,9 +63,10 @@ def load_results(
     *,
     agreement: str | Path | None = None,
     fidelity: str | Path | None = None,
+    items: str | Path | None = None,
     extra_methods=(),
 ) -> ResultTables:
-    """Read kdlens tidy tables from a folder (scores.*, agreement.*, fidelity.*) or a scores file."""
+    """Read kdlens tidy tables from a folder (scores.*, agreement.*, fidelity.*, items.*) or a scores file."""
     src = Path(path)
     if src.is_dir():
         scores_path = _find(src, "scores")
@@ -73,6 +77,7 @@ def load_results(
             )
         agreement = agreement or _find(src, "agreement")
         fidelity = fidelity or _find(src, "fidelity")
+        items = items or _find(src, "items")
     elif src.is_file():
         scores_path = src
     else:
@@ -80,7 +85,8 @@ def load_results(
     scores = validate_results(read_table(scores_path), extra_methods=extra_methods)
     agree = validate_pair_metric(read_table(agreement), "agreement", extra_methods=extra_methods) if agreement else None
     fid = validate_pair_metric(read_table(fidelity), "fidelity", extra_methods=extra_methods) if fidelity else None
-    return ResultTables(scores=scores, agreement=agree, fidelity=fid, source=f"kdlens results ({src})")
+    return ResultTables(scores=scores, agreement=agree, fidelity=fid, items=read_table(items) if items else None,
+                        source=f"kdlens results ({src})")
 
 
 def analyse(
@@ -89,6 +95,7 @@ def analyse(
     bootstrap: int = DEFAULT_RESAMPLES,
     seed: int = 0,
     level: float = DEFAULT_LEVEL,
+    examples: int = DEFAULT_EXAMPLES,
     extra_methods=(),
 ) -> Analysis:
     """Units, H1-H5 and the ablations for one study. Bad input that the analyses can work around
@@ -97,12 +104,14 @@ def analyse(
         raise KdlensError(f"bootstrap resamples must be >= 0, got {bootstrap}")
     if not 0 < level < 1:
         raise KdlensError(f"confidence level must be in (0, 1), got {level}")
-    units = build_units(tables.scores, tables.agreement, tables.fidelity, extra_methods=extra_methods)
+    units = build_units(tables.scores, tables.agreement, tables.fidelity, agreement2=tables.agreement2,
+                        fidelity2=tables.fidelity2, extra_methods=extra_methods)
     if units.frame.height == 0:
         raise KdlensError("no unit of analysis is left: " + "; ".join(units.exclusions))
     hypotheses = all_hypotheses(units, bootstrap=bootstrap, seed=seed, level=level)
     scores = tables.scores
     contrasts = paired_contrasts(scores, tables.agreement, level=level, seed=seed)
+    errors = error_analysis(tables.items, level=level, examples=examples) if tables.items is not None else None
     return Analysis(
         tables=tables,
         units=units,
@@ -118,5 +127,6 @@ def analyse(
         bootstrap_resamples=bootstrap,
         seed=seed,
         level=level,
-        exclusions=tuple(tables.notes) + units.exclusions,
+        exclusions=tuple(tables.notes) + units.exclusions + (errors.exclusions if errors else ()),
+        errors=errors,
     )

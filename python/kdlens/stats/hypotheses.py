@@ -13,7 +13,9 @@ permutation p-values over all rows of one hypothesis function and family (alpha 
 marked significant that the number of units cannot carry. ``note`` says why a cell has no statistic.
 
 Units: (teacher, student, method) triples over every model family in the data, seeds averaged;
-tasks and ``average``.
+tasks and ``average``. H4 and H5 are also run on the other pair metrics the units carry
+(:data:`VARIANTS`: the paper's EM2 and BLEU2 tables, a study's token-level agreement), each under its
+own label and Holm family.
 """
 
 from __future__ import annotations
@@ -270,14 +272,39 @@ def h5_fidelity(data, *, bootstrap: int = DEFAULT_RESAMPLES, seed: int = 0, leve
                      by_method=False, bootstrap=bootstrap, seed=seed, level=level)  # fmt: skip
 
 
+# H4/H5 on the other pair metrics, beside the first: (unit column, hypothesis label, test). The
+# paper released a second agreement (EM2) and fidelity (BLEU2) table without analysing them; a
+# study's token-level top-1 agreement (teacher-forced along the teacher's generations) is a finer
+# reasoning fidelity than BLEU over decoded text.
+VARIANTS = (
+    ("agreement2", "H4-EM2", "Spearman: improvement vs agreement, second variant (the paper's EM2)"),
+    ("fidelity2", "H5-BLEU2", "Spearman: improvement vs fidelity, second variant (the paper's BLEU2)"),
+    ("token_agreement", "H5-token", "Spearman: improvement vs token-level top-1 agreement"),
+)
+
+
+def variant_tests(data, *, bootstrap: int = DEFAULT_RESAMPLES, seed: int = 0, level: float = DEFAULT_LEVEL) -> pl.DataFrame:
+    """H4-EM2, H5-BLEU2 and H5-token: the H4/H5 test on each variant column the units carry (rows only
+    for the variants with values; an empty frame when there are none)."""
+    units = as_units(data)
+    frames = [_spearman(units, column, hypothesis, test, by_method=False, bootstrap=bootstrap, seed=seed, level=level)
+              for column, hypothesis, test in VARIANTS
+              if column in units.frame.columns and units.frame[column].null_count() < units.frame.height]
+    return pl.concat(frames) if frames else pl.DataFrame(schema=RESULT_SCHEMA)
+
+
 def all_hypotheses(data, *, bootstrap: int = DEFAULT_RESAMPLES, seed: int = 0, level: float = DEFAULT_LEVEL) -> pl.DataFrame:
-    """H1, H1-ANOVA, H2, H3, H3.2, H4, H5 stacked in that order (H4/H5 only where the metric exists)."""
+    """H1, H1-ANOVA, H2, H3, H3.2, H4, H4-EM2, H5, H5-BLEU2, H5-token stacked in that order (H4/H5
+    and their variants only where the metric exists)."""
     units = as_units(data)
     kw = {"bootstrap": bootstrap, "seed": seed, "level": level}
     frames = [h1_improvement_ttest(units, **kw), h1_anova(units, seed=seed), h2_teacher_score(units, **kw),
               h3_student_size(units, **kw), h3_student_sft(units, **kw)]  # fmt: skip
+    variants = variant_tests(units, **kw)
     if units.frame["agreement"].null_count() < units.frame.height:
         frames.append(h4_agreement(units, **kw))
+    frames.append(variants.filter(pl.col("hypothesis") == "H4-EM2"))
     if units.frame["fidelity"].null_count() < units.frame.height:
         frames.append(h5_fidelity(units, **kw))
+    frames.append(variants.filter(pl.col("hypothesis") != "H4-EM2"))
     return pl.concat(frames)

@@ -46,7 +46,10 @@ _AVERAGE_TOLERANCE = 0.0051  # the released Average is the task mean rounded to 
 @dataclass(frozen=True)
 class ResultTables:
     """A study's tidy tables (see :mod:`kdlens.stats.schema`). ``agreement2``/``fidelity2`` are the
-    paper's second, undocumented variants (EM2, BLEU2); ``notes`` lists what the loader decided."""
+    paper's second, undocumented variants (EM2, BLEU2); ``notes`` lists what the loader decided;
+    ``paper_release``: the tables are the paper's released CSVs (the report then compares them with
+    the poster); ``items``: per-item teacher-student pairs for the error analysis
+    (:mod:`kdlens.stats.error_analysis`), when the results have them."""
 
     scores: pl.DataFrame
     agreement: pl.DataFrame | None = None
@@ -55,6 +58,8 @@ class ResultTables:
     fidelity2: pl.DataFrame | None = None
     source: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
+    paper_release: bool = False
+    items: pl.DataFrame | None = None
 
 
 PaperResults = ResultTables
@@ -253,4 +258,5 @@ def load_paper_results(directory: str | Path | None = None) -> ResultTables:
         fidelity2=tables.get("fidelity2"),
         source=f"the paper's released results ({root})",
         notes=tuple(notes),
+        paper_release=True,
     )

@@ -5,7 +5,10 @@ noise-free KD runs; its score on a task is the MAX over its temperature variants
 improvement is that score minus the SFT score of the same student on the same task. ``average``
 rows carry the same for the family average (the reported one where the results have it, else the
 mean of the family's tasks for runs that have them all). Each unit also carries the student's size,
-the teacher's own SFT score, and the agreement / fidelity of the pair.
+the teacher's own SFT score, and the agreement / fidelity of the pair (:data:`PAIR_METRICS`: the
+first variants ``agreement``/``fidelity``, the paper's second variants ``agreement2``/``fidelity2``
+(its EM2/BLEU2 tables) and ``token_agreement``, the token-level top-1 agreement that a study's
+agreement or fidelity rows may carry as an extra column).
 
 Everything left out is said in ``Units.exclusions``; ``strict=True`` turns exclusions caused by
 bad input (no SFT row, missing tasks) into a KdlensError.
@@ -21,6 +24,8 @@ from kdlens.errors import KdlensError
 from kdlens.stats.schema import (
     AVERAGE_TASK,
     BASELINE_METHODS,
+    OPTIONAL_VARIANT_COLUMNS,
+    PAIR_KEY_COLUMNS,
     PAIR_METRIC_KD_METHOD,
     validate_pair_metric,
     validate_results,
@@ -28,6 +33,9 @@ from kdlens.stats.schema import (
 
 RUN_KEY = ["family", "teacher", "student", "method", "temperature", "noise_sigma", "teacher_kind"]
 UNIT_KEY = ["family", "teacher", "student", "method"]
+# the pair metrics a unit carries, in the order of the unit table's columns
+PAIR_METRICS = ("agreement", "fidelity", "agreement2", "fidelity2", "token_agreement")
+TOKEN_AGREEMENT = "token_agreement"
 UNIT_DESCRIPTION = (
     "(teacher, student, method) triple with a task-aware, noise-free teacher; score = max over "
     "temperature variants; improvement = score - the student's SFT score"
@@ -111,8 +119,9 @@ def _pair_metric_for_units(units: pl.DataFrame, metric: pl.DataFrame | None, val
     ``KD`` row (the paper's layout), averaged over the family's tasks for ``average``."""
     if metric is None:
         return units.with_columns(pl.lit(None, dtype=pl.Float64).alias(value))
+    key = [c for c in (*PAIR_KEY_COLUMNS, *OPTIONAL_VARIANT_COLUMNS) if c in metric.columns]
+    metric = metric.select(*key, *(["seed"] if "seed" in metric.columns else []), value)
     if "seed" in metric.columns:  # repeated runs: the unit's metric is the mean over its seeds
-        key = [c for c in metric.columns if c not in ("seed", value, "run_id", "student_size_b")]
         metric = metric.group_by(key, maintain_order=True).agg(pl.col(value).mean())
     if "teacher_kind" in metric.columns:
         metric = metric.filter(pl.col("teacher_kind").is_null() | (pl.col("teacher_kind") == "task_aware"))
@@ -152,22 +161,49 @@ def _pair_metric_for_units(units: pl.DataFrame, metric: pl.DataFrame | None, val
     return pl.concat([tasks, averages.select(tasks.columns)], how="vertical")
 
 
+def token_agreement_table(agreement: pl.DataFrame | None, fidelity: pl.DataFrame | None) -> pl.DataFrame | None:
+    """The ``token_agreement`` rows of a study: the fidelity table's column where it has one (its rows
+    cover every task), else the agreement table's; rows with a null value are runs compared without
+    it. None when neither table has the column (or no row has a value): no H5-token, no error."""
+    for table, value in ((fidelity, "fidelity"), (agreement, "agreement")):
+        if table is None or TOKEN_AGREEMENT not in table.columns:
+            continue
+        if table[TOKEN_AGREEMENT].dtype != pl.Null and not table[TOKEN_AGREEMENT].dtype.is_numeric():
+            raise KdlensError(f"{value} table: column 'token_agreement' must be numeric (percent), "
+                              f"got {table[TOKEN_AGREEMENT].dtype}")
+        rows = table.drop(value).with_columns(pl.col(TOKEN_AGREEMENT).cast(pl.Float64)).filter(
+            pl.col(TOKEN_AGREEMENT).is_not_null())
+        if rows.height == 0:
+            return None
+        bad = rows.filter(~pl.col(TOKEN_AGREEMENT).is_between(0.0, 100.0))
+        if bad.height:
+            raise KdlensError(f"{value} table: column 'token_agreement' has {bad.height} value(s) outside "
+                              f"0-100 (e.g. {bad[TOKEN_AGREEMENT][0]}); it is a percentage of tokens")
+        return rows
+    return None
+
+
 def build_units(
     scores: pl.DataFrame,
     agreement: pl.DataFrame | None = None,
     fidelity: pl.DataFrame | None = None,
     *,
+    agreement2: pl.DataFrame | None = None,
+    fidelity2: pl.DataFrame | None = None,
     strict: bool = False,
     extra_methods=(),
 ) -> Units:
     """The unit table for H1-H5 (module docstring). Columns: family, teacher, student, method,
     task, score, temperature_at_max, n_variants, sft_score, improvement, teacher_sft_score,
-    student_size_b, agreement, fidelity."""
+    student_size_b, and the pair metrics :data:`PAIR_METRICS` (null where the data has none).
+    ``agreement2``/``fidelity2``: a second variant of each (the paper's EM2/BLEU2 tables)."""
     scores = validate_results(scores, extra_methods=extra_methods)
-    if agreement is not None:
-        agreement = validate_pair_metric(agreement, "agreement", extra_methods=extra_methods)
-    if fidelity is not None:
-        fidelity = validate_pair_metric(fidelity, "fidelity", extra_methods=extra_methods)
+    metrics = {"agreement": agreement, "fidelity": fidelity, "agreement2": agreement2, "fidelity2": fidelity2}
+    for name, table in metrics.items():
+        if table is not None:
+            value = name.rstrip("2")
+            metrics[name] = validate_pair_metric(table, value, extra_methods=extra_methods).rename({value: name})
+    metrics[TOKEN_AGREEMENT] = token_agreement_table(metrics["agreement"], metrics["fidelity"])
     runs, problems = with_run_averages(scores)
     exclusions: list[str] = []
 
@@ -217,12 +253,12 @@ def build_units(
     units = units.join(teacher_sft, on=["family", "teacher", "task"], how="left").with_columns(
         (pl.col("score") - pl.col("sft_score")).alias("improvement")
     )
-    units = _pair_metric_for_units(units, agreement, "agreement")
-    units = _pair_metric_for_units(units, fidelity, "fidelity")
+    for name in PAIR_METRICS:
+        units = _pair_metric_for_units(units, metrics[name], name)
     units = units.select(
         "family", "teacher", "student", "method", "task", "score", "temperature_at_max",
         "n_variants", "sft_score", "improvement", "teacher_sft_score", "student_size_b",
-        "agreement", "fidelity",
+        *PAIR_METRICS,
     ).sort(UNIT_KEY + ["task"])  # fmt: skip
     if strict and problems:
         raise KdlensError("; ".join(problems))
@@ -237,5 +273,6 @@ def as_units(data, **kwargs) -> Units:
         return build_units(data, strict=True, **kwargs)
     scores = getattr(data, "scores", None)
     if isinstance(scores, pl.DataFrame):
-        return build_units(scores, data.agreement, data.fidelity, strict=True, **kwargs)
+        return build_units(scores, data.agreement, data.fidelity, agreement2=getattr(data, "agreement2", None),
+                           fidelity2=getattr(data, "fidelity2", None), strict=True, **kwargs)
     raise KdlensError(f"expected results (a scores DataFrame, ResultTables or Units), got {type(data).__name__}")

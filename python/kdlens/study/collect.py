@@ -6,6 +6,8 @@ for students, one for each task-aware teacher), KD rows (one per seed) with thei
 the analyses average over it.
 agreement / fidelity: one row per (compared student, task) against the teacher it learned from, each
 with ``token_agreement`` (token-level top-1 agreement along the teacher's generations, percent).
+items: one row per compared item (:func:`kdlens.stats.error_analysis.pair_items` on the two eval
+folders of each compare unit), for the report's error analysis.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ def collect_tables(study_dir: Path, plan: Plan) -> dict:
             if row["agreement"] is not None:  # ROUGE-L tasks have fidelity but no agreement
                 agree_rows.append({**info, **row})
             fid_rows.append({**info, **row})
+    items = _items(plan, results, describe)
     schema = {"teacher": pl.String, "student": pl.String, "method": pl.String,
               "temperature": pl.Float64, "noise_sigma": pl.Float64, "teacher_kind": pl.String,
               "student_size_b": pl.Float64, "run_id": pl.String, "seed": pl.Int64, "task": pl.String,
@@ -68,7 +71,23 @@ def collect_tables(study_dir: Path, plan: Plan) -> dict:
     # task, beside answer agreement and BLEU fidelity (null for compare units from before it existed)
     return {"scores": frame(score_rows, "score"),
             "agreement": frame(agree_rows, "agreement", "token_agreement"),
-            "fidelity": frame(fid_rows, "fidelity", "token_agreement")}
+            "fidelity": frame(fid_rows, "fidelity", "token_agreement"), "items": items}
+
+
+def _items(plan: Plan, results: dict, describe):
+    """The per-item pairs of every compare unit, labelled with the compared run."""
+    import polars as pl
+
+    from kdlens.stats.error_analysis import pair_items
+
+    frames = []
+    for u in plan.of_kind("compare"):
+        info = {**describe(u.params["of"]), "teacher": u.params["teacher"]}
+        labels = {k: info[k] for k in ("teacher", "student", "method", "temperature", "noise_sigma", "teacher_kind",
+                                       "seed")}
+        frames.append(pair_items(results[u.deps["teacher_eval"]]["result"]["eval_dir"],
+                                 results[u.deps["student_eval"]]["result"]["eval_dir"], **labels))
+    return pl.concat(frames, how="diagonal_relaxed") if frames else None
 
 
 def write_report(tables: dict, report_dir: Path, cfg: StudyConfig) -> dict:
@@ -80,11 +99,13 @@ def write_report(tables: dict, report_dir: Path, cfg: StudyConfig) -> dict:
 
     results_dir = Path(report_dir).parent / "results"
     for name, frame in tables.items():
-        write_table_atomic(frame, results_dir / f"{name}.parquet")
+        if frame is not None:
+            write_table_atomic(frame, results_dir / f"{name}.parquet")
     result_tables = ResultTables(
         scores=tables["scores"],
         agreement=tables["agreement"] if tables["agreement"].height else None,
         fidelity=tables["fidelity"] if tables["fidelity"].height else None,
+        items=tables.get("items"),
         source=f"kdlens study {cfg.name}",
     )
     analysis = analyse(result_tables, seed=0)
