@@ -27,7 +27,7 @@ def test_readme_names_only_existing_commands_and_benches():
     text = (ROOT / "README.md").read_text()
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    for name in set(re.findall(r"`kdlens (\w+)", text)):
+    for name in set(re.findall(r"`kdlens ([\w-]+)", text)):
         assert name in sub.choices, f"README mentions `kdlens {name}`, which does not exist"
     for script in set(re.findall(r"`(benches/[\w/.]+)", text)):
         assert (ROOT / script.split()[0]).exists(), f"README mentions {script}, which does not exist"

@@ -7,6 +7,8 @@ the point-biserial correlation of the student's per-item correctness with fideli
 interval) and example items from the four quadrants; with ``-o`` also OUT/error_analysis.md,
 OUT/items.parquet (the per-item pairs, which ``kdlens report`` reads from a results folder) and
 OUT/error_correlations.csv and OUT/error_examples.csv.
+``--token-agreement`` also loads both evaluated models, teacher-forces them along the teacher's own
+generations and adds the per-task token-level top-1 agreement (kdlens.eval.token_agreement).
 """
 
 from __future__ import annotations
@@ -24,6 +26,13 @@ def add_arguments(parser) -> None:
                              "Fisher-z interval) and example items of the four quadrants")
     parser.add_argument("--examples", type=int, default=2, metavar="N",
                         help="example items per quadrant and task in the error analysis (default 2)")
+    parser.add_argument("--token-agreement", action="store_true",
+                        help="also the token-level top-1 agreement along the teacher's generations (loads both "
+                             "evaluated models)")
+    parser.add_argument("--batch-size", type=int, default=8, help="sequences per forward (--token-agreement)")
+    parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (--token-agreement)")
+    parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
+                        help="model weight dtype (--token-agreement; default float32)")
 
 
 def run(args) -> int:
@@ -35,7 +44,15 @@ def run(args) -> int:
 
     if args.examples < 0:
         raise KdlensError(f"--examples must be >= 0, got {args.examples}")
+    if args.batch_size < 1:
+        raise KdlensError(f"--batch-size must be >= 1, got {args.batch_size}")
     table = compare(args.teacher_dir, args.student_dir)
+    if args.token_agreement:
+        from kdlens.eval.token_agreement import token_agreement, with_token_agreement
+
+        table = with_token_agreement(table, token_agreement(args.teacher_dir, args.student_dir,
+                                                            batch_size=args.batch_size, device=args.device,
+                                                            dtype=args.dtype))
     text = comparison_markdown(table)
     names = ["comparison.parquet", "comparison.md"]
     error_names = ["error_analysis.md", "items.parquet", "error_correlations.csv", "error_examples.csv"]

@@ -314,10 +314,12 @@ def compare(teacher_dir: str | os.PathLike, student_dir: str | os.PathLike):
 
 
 def comparison_markdown(table) -> str:
+    tokens = "token_agreement" in table.columns  # kdlens compare --token-agreement
     rows = [[r["teacher"], r["student"], r["family"], r["display"], r["n"],
              "-" if r["agreement"] is None else f"{r['agreement']:.2f}", f"{r['fidelity']:.2f}"]
+            + (["-" if r["token_agreement"] is None else f"{r['token_agreement']:.2f}"] if tokens else [])
             for r in table.iter_rows(named=True)]
-    text = markdown_table(["teacher", "student", "family", "task", "n", "agreement", "fidelity (BLEU)"],
-                          rows, right=(4, 5, 6))
+    text = markdown_table(["teacher", "student", "family", "task", "n", "agreement", "fidelity (BLEU)"]
+                          + (["token agreement"] if tokens else []), rows, right=(4, 5, 6, 7) if tokens else (4, 5, 6))
     sig = table["bleu_signature"][0] if table.height else ""
     return text + f"\n\nBLEU: {sig}\n"

@@ -158,6 +158,25 @@ def run_sft(ctx: UnitContext) -> dict:
     return _train(ctx, {**p["sft"], **p.get("teacher_sft", {}), "mode": "sft", "seed": p["seed"]})
 
 
+def run_cache(ctx: UnitContext) -> dict:
+    """The teacher's top-k cache over the task's training file, encoded as the KD runs encode it."""
+    from kdlens.train import TrainConfig
+    from kdlens.train.teacher_cache import TeacherCacheConfig, build_cache
+
+    p = ctx.unit.params
+    task, teacher = ctx.dep("task"), ctx.dep("teacher")
+    settings = {**ctx.cfg.train, **ctx.cfg.kd}
+    defaults = {f: TrainConfig.__dataclass_fields__[f].default for f in ("template", "max_length",
+                                                                          "add_special_tokens", "dtype")}
+    encoding = {f: settings.get(f, d) for f, d in defaults.items()}
+    cfg = TeacherCacheConfig.from_dict({
+        **p["teacher_cache"], "out_dir": str(ctx.dir / "cache"), "data": task["train_file"],
+        "teacher": teacher["model"], "teacher_adapter": teacher["adapter"], "tokenizer": teacher["tokenizer"],
+        "temperatures": p["temperatures"], "progress": False, **encoding}, origin="[teacher_cache]")
+    result = build_cache(cfg)
+    return {"cache_dir": str(ctx.dir / "cache"), **{k: v for k, v in result.to_dict().items() if k != "out_dir"}}
+
+
 def run_kd(ctx: UnitContext) -> dict:
     p = ctx.unit.params
     teacher = ctx.dep("teacher")
@@ -166,6 +185,9 @@ def run_kd(ctx: UnitContext) -> dict:
         "noise_sigma": p["noise_sigma"], "teacher_kind": p["teacher_kind"], "seed": p["seed"],
         "teacher": teacher["model"], "teacher_adapter": teacher["adapter"],
     }
+    if "cache" in ctx.unit.deps:  # the teacher's logits come from its cache; the teacher is not loaded
+        settings.update(teacher=None, teacher_adapter=None, teacher_cache=ctx.dep("cache")["cache_dir"],
+                        onpolicy_lambda=0.0)
     if p["objective"] == "jsd":  # the paper's GKD: on-policy student samples at rate 0.5
         settings.setdefault("onpolicy_lambda", 0.5)
     out = _train(ctx, settings)
@@ -196,15 +218,23 @@ def run_eval(ctx: UnitContext) -> dict:
 
 # --------------------------------------------------------------------------------------- compare
 def run_compare(ctx: UnitContext) -> dict:
-    from kdlens.metrics.pairs import compare
     from kdlens.io import write_table_atomic
+    from kdlens.metrics.pairs import compare
+    from kdlens.study.validate import evaluate_settings
 
     teacher_eval = ctx.dep("teacher_eval")
     student_eval = ctx.dep("student_eval")
     table = compare(teacher_eval["eval_dir"], student_eval["eval_dir"])
+    # token-level top-1 agreement along the teacher's generations (percent), beside answer agreement and BLEU
+    from kdlens.eval.token_agreement import token_agreement, with_token_agreement
+
+    opts = evaluate_settings(ctx.cfg.evaluate)
+    table = with_token_agreement(table, token_agreement(teacher_eval["eval_dir"], student_eval["eval_dir"],
+                                                        dtype=opts["dtype"]))
     write_table_atomic(table, ctx.dir / "compare.parquet")
     rows = [{"task": r["task"], "family": r["family"], "agreement": r["agreement"],
-             "fidelity": r["fidelity"]} for r in table.iter_rows(named=True) if r["task"] != "Average"]
+             "fidelity": r["fidelity"], "token_agreement": r["token_agreement"]}
+            for r in table.iter_rows(named=True) if r["task"] != "Average"]
     return {"table": str(ctx.dir / "compare.parquet"), "by_task": rows,
             "bleu_signature": table["bleu_signature"][0]}
 
@@ -220,6 +250,6 @@ def run_report(ctx: UnitContext) -> dict:
 
 
 ACTIONS: dict[str, Callable[[UnitContext], dict]] = {
-    "task": run_task, "base": run_base, "sft": run_sft, "kd": run_kd, "eval": run_eval,
+    "task": run_task, "base": run_base, "sft": run_sft, "cache": run_cache, "kd": run_kd, "eval": run_eval,
     "compare": run_compare, "report": run_report,
 }

@@ -4,7 +4,8 @@ scores: one row per (evaluated model, task): BaseModel rows for every base, SFT 
 for students, one for each task-aware teacher), KD rows (one per seed) with their teacher, objective
 (as the paper's method name), temperature, noise and teacher kind. ``seed`` marks repeated runs;
 the analyses average over it.
-agreement / fidelity: one row per (compared student, task) against the teacher it learned from.
+agreement / fidelity: one row per (compared student, task) against the teacher it learned from, each
+with ``token_agreement`` (token-level top-1 agreement along the teacher's generations, percent).
 items: one row per compared item (:func:`kdlens.stats.error_analysis.pair_items` on the two eval
 folders of each compare unit), for the report's error analysis.
 """
@@ -62,12 +63,15 @@ def collect_tables(study_dir: Path, plan: Plan) -> dict:
               "temperature": pl.Float64, "noise_sigma": pl.Float64, "teacher_kind": pl.String,
               "student_size_b": pl.Float64, "run_id": pl.String, "seed": pl.Int64, "task": pl.String,
               "family": pl.String}
-    def frame(rows, value):
+    def frame(rows, *values):
         return pl.DataFrame(
-            [{k: r.get(k) for k in [*schema, value]} for r in rows],
-            schema={**schema, value: pl.Float64})
-    return {"scores": frame(score_rows, "score"), "agreement": frame(agree_rows, "agreement"),
-            "fidelity": frame(fid_rows, "fidelity"), "items": items}
+            [{k: r.get(k) for k in [*schema, *values]} for r in rows],
+            schema={**schema, **{v: pl.Float64 for v in values}})
+    # token_agreement: token-level top-1 agreement (percent) along the teacher's generations, per run and
+    # task, beside answer agreement and BLEU fidelity (null for compare units from before it existed)
+    return {"scores": frame(score_rows, "score"),
+            "agreement": frame(agree_rows, "agreement", "token_agreement"),
+            "fidelity": frame(fid_rows, "fidelity", "token_agreement"), "items": items}
 
 
 def _items(plan: Plan, results: dict, describe):

@@ -127,6 +127,10 @@ class StudyConfig:
     teacher_sft: dict = option(default_factory=dict, help="[teacher_sft]: options of the task-aware teacher's "
                                "fine-tuning, over [train] and [sft]")
     kd: dict = option(default_factory=dict, help="[kd]: options of KD units")
+    teacher_cache: dict = option(default_factory=dict, help="[teacher_cache]: kdlens teacher-cache options (k, "
+                                 "logits_dtype, batch_size, ...); when given, each teacher is cached once and the KD "
+                                 "runs that can train from a cache (forward_kl, reverse_kl, jsd without on-policy "
+                                 "samples) do, without loading the teacher")
     evaluate: dict = option(default_factory=dict, help="[evaluate]: decoding and evaluation options")
     pretrain: dict = option(default_factory=dict, help="[pretrain]: kdlens.train options of the pretraining of "
                             "tiny base models on the generic corpus (max_steps = 0: random bases)")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from kdlens.errors import KdlensError
 from kdlens.study.config import OBJECTIVES_WITH_TEMPERATURE, StudyConfig, method_name
 
-KINDS = ("task", "base", "sft", "kd", "eval", "compare", "report")
+KINDS = ("task", "base", "sft", "cache", "kd", "eval", "compare", "report")
 
 
 def _digest(obj) -> str:
@@ -137,6 +137,17 @@ def kd_runs(cfg: StudyConfig) -> list[KDRun]:
     return unique
 
 
+def uses_cache(cfg: StudyConfig, objective: str) -> bool:
+    """Whether a KD run of ``objective`` trains from its teacher's cache: [teacher_cache] is given, the
+    sparse-teacher loss has the objective, and the run takes no on-policy samples (run_kd's GKD default)."""
+    from kdlens.train.config import CACHE_OBJECTIVES
+
+    if not cfg.teacher_cache or objective not in CACHE_OBJECTIVES:
+        return False
+    settings = {**cfg.train, **cfg.kd}
+    return float(settings.get("onpolicy_lambda", 0.5 if objective == "jsd" else 0.0)) == 0.0
+
+
 def plan_study(cfg: StudyConfig) -> Plan:
     """Expand a study config into its units, in dependency order."""
     units: list[Unit] = []
@@ -173,13 +184,31 @@ def plan_study(cfg: StudyConfig) -> Plan:
     def teacher_of(r: KDRun) -> Unit:
         return teacher_sft[r.teacher] if r.teacher_kind == "task_aware" else base[r.teacher]
 
+    caches: dict[str, Unit] = {}  # teacher unit id -> its teacher-cache unit ([teacher_cache] given)
+    if cfg.teacher_cache:
+        cached_runs: dict[str, list[KDRun]] = {}
+        for r in kd_runs(cfg):
+            if uses_cache(cfg, r.objective):
+                cached_runs.setdefault(teacher_of(r).id, []).append(r)
+        for teacher_id, runs_ in cached_runs.items():
+            r0 = runs_[0]
+            temps = sorted({float(r.temperature) for r in runs_})
+            u = Unit("cache", f"cache {r0.teacher}" + (" base-teacher" if r0.teacher_kind == "task_unaware" else ""),
+                     {"teacher": r0.teacher, "teacher_kind": r0.teacher_kind, "temperatures": temps,
+                      "teacher_cache": cfg.teacher_cache, "train": cfg.train, "kd": cfg.kd},
+                     {"task": task.id, "teacher": teacher_id})
+            caches[teacher_id] = u
+            units.append(u)
+
     kd: list[tuple[KDRun, Unit]] = []
     for r in kd_runs(cfg):
         label = (f"kd {r.teacher}->{r.student} {method_name(r.objective)} T={r.temperature:g} "
                  f"sigma={r.noise_sigma:g}" + (" base-teacher" if r.teacher_kind == "task_unaware" else "")
                  + seed_tag(r.seed))
-        u = Unit("kd", label, {**r.__dict__, "train": cfg.train, "kd": cfg.kd},
-                 {"task": task.id, "base": base[r.student].id, "teacher": teacher_of(r).id})
+        deps = {"task": task.id, "base": base[r.student].id, "teacher": teacher_of(r).id}
+        if teacher_of(r).id in caches and uses_cache(cfg, r.objective):
+            deps["cache"] = caches[teacher_of(r).id].id
+        u = Unit("kd", label, {**r.__dict__, "train": cfg.train, "kd": cfg.kd}, deps)
         kd.append((r, u))
         units.append(u)
 

@@ -58,7 +58,7 @@ def expected_cost(unit: Unit, plan: Plan) -> float:
         settings = {**config.get("train", {}), **p.get("sft", {}), **p.get("teacher_sft", {}), **p.get("kd", {})}
         model = p.get("model") or p.get("student")
         per_step = _STEP_OVERHEAD_S + _STEP_S_PER_MPARAM * model_params_m(model)
-        if unit.kind == "kd":
+        if unit.kind == "kd" and "cache" not in unit.deps:
             per_step += _STEP_S_PER_MPARAM / 3 * model_params_m(p["teacher"])  # teacher forward
             if p.get("objective") == "jsd":
                 per_step *= 2.0  # on-policy samples on half the micro-batches

@@ -103,7 +103,7 @@ PRELOAD = ["kdlens.study.forkserver_guard", "torch", "transformers",
 
 
 # Units that load a model and so hold a device while they run.
-MODEL_UNITS = ("base", "sft", "kd", "eval")
+MODEL_UNITS = ("base", "sft", "cache", "kd", "eval", "compare")
 
 
 def visible_gpus(cfg: StudyConfig) -> list[str]:

@@ -121,6 +121,31 @@ def check_models(cfg, where: str) -> None:
             raise KdlensError(f"{where} [models]: {exc}") from None
 
 
+# [teacher_cache] keys the study sets itself: the unit folder, the task data, the teacher and the KD runs'
+# encoding, temperatures and weight dtype
+_CACHE_FILLED_IN = ("out_dir", "data", "teacher", "teacher_adapter", "tokenizer", "temperatures", "template",
+                    "max_length", "add_special_tokens", "dtype")
+
+
+def check_teacher_cache(cfg, where: str) -> None:
+    """The [teacher_cache] section holds TeacherCacheConfig keys the study does not set itself."""
+    section = getattr(cfg, "teacher_cache", None) or {}
+    if not section:
+        return
+    from kdlens.train.teacher_cache import TeacherCacheConfig
+
+    taken = sorted(set(section) & set(_CACHE_FILLED_IN))
+    if taken:
+        raise KdlensError(f"{where} [teacher_cache]: {', '.join(taken)} are set by the study (from the task, the "
+                          "teacher and [train]/[kd]); remove them")
+    try:
+        TeacherCacheConfig.from_dict({**section, "out_dir": "<unit folder>", "data": "<task data>",
+                                      "teacher": "<teacher>"}, origin=f"{where} [teacher_cache]")
+    except KdlensError as exc:
+        message = str(exc)
+        raise KdlensError(message if message.startswith(where) else f"{where} [teacher_cache]: {message}") from None
+
+
 def check_study(cfg, where: str = "study config") -> None:
     """Validate every section of a StudyConfig (see the module docstring); KdlensError naming the key."""
     from kdlens.eval.tasks import resolve_tasks
@@ -131,6 +156,7 @@ def check_study(cfg, where: str = "study config") -> None:
     except KdlensError as exc:
         raise KdlensError(f"{where} [task] eval_tasks: {exc}") from exc
     check_training_sections(cfg, where)
+    check_teacher_cache(cfg, where)
     evaluate_settings(getattr(cfg, "evaluate", {}) or {}, f"{where} [evaluate]")
     for f in dataclasses.fields(cfg):  # every pass-through section must be a table
         value = getattr(cfg, f.name)

@@ -17,6 +17,7 @@ from kdlens.errors import KdlensError
 from kdlens.objectives import OBJECTIVE_NAMES
 
 LOSS_OBJECTIVES = OBJECTIVE_NAMES
+CACHE_OBJECTIVES = ("forward_kl", "reverse_kl", "jsd")  # kdlens.losses.SPARSE_OBJECTIVES (no torch import here)
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "up_proj", "down_proj")
 
 
@@ -33,6 +34,10 @@ class TrainConfig:
                                             "the paper's task-unaware teacher")
     teacher_adapter: str | None = option(None, help="LoRA adapter folder on top of `teacher` (a task-aware "
                                                     "teacher made by LoRA SFT)")
+    teacher_cache: str | None = option(None, help="teacher-cache folder (kd; `kdlens teacher-cache`): train from the "
+                                                  "cached top-k teacher logits; the teacher model is never loaded")
+    cache_tail: str = option("rest", help="teacher-cache tail: rest (the uncached mass is one more bucket) or "
+                                          "renormalize (the top-k only)", choices=("rest", "renormalize"))
     teacher_kind: str = option("task_aware", help="label recorded in result.json",
                                choices=("task_aware", "task_unaware"))
     objective: str = option("forward_kl", help="KD objective (SeqKD=forward_kl, RevKD=reverse_kl, GKD=jsd)",
@@ -104,10 +109,19 @@ class TrainConfig:
         validate(self)
         if self.teacher_adapter and not self.teacher:
             raise KdlensError("teacher_adapter needs teacher (the base model it was trained on)")
-        if self.mode == "kd" and not self.teacher:
-            raise KdlensError("mode='kd' needs a teacher (teacher=<model folder or hub id>)")
-        if self.mode == "sft" and (self.teacher or self.teacher_adapter):
-            raise KdlensError("mode='sft' trains on the data alone; remove teacher/teacher_adapter or use mode='kd'")
+        if self.mode == "kd" and not (self.teacher or self.teacher_cache):
+            raise KdlensError("mode='kd' needs a teacher (teacher=<model folder or hub id>, or "
+                              "teacher_cache=<folder from `kdlens teacher-cache`>)")
+        if self.mode == "sft" and (self.teacher or self.teacher_adapter or self.teacher_cache):
+            raise KdlensError("mode='sft' trains on the data alone; remove teacher/teacher_adapter/teacher_cache "
+                              "or use mode='kd'")
+        if self.teacher_cache and self.objective not in CACHE_OBJECTIVES:
+            raise KdlensError(f"training from teacher_cache supports objective {', '.join(CACHE_OBJECTIVES)} (the "
+                              f"sparse-teacher loss); got {self.objective!r}")
+        if self.teacher_cache and self.onpolicy_lambda > 0:
+            raise KdlensError("teacher_cache holds the teacher's logits on the training data only; on-policy "
+                              "samples (onpolicy_lambda > 0) need a live teacher: set onpolicy_lambda=0 or "
+                              "use teacher=<model>")
         if self.mode == "kd" and self.kd_weight == 0.0:
             raise KdlensError("mode='kd' with kd_weight=0 is SFT; use mode='sft'")
 

@@ -52,6 +52,10 @@ from kdlens.train.onpolicy import OnPolicySampler
 from kdlens.train.run_dir import TrainResult, check_run_dir, truncate_metrics
 from kdlens.train.step import StepLoss, StudentCore, uses_bf16
 
+# per-step KD token statistics in metrics.jsonl: the fraction of valid tokens whose student argmax is the
+# teacher's, and the mean teacher and student entropies (nats, at the KD temperature), from the loss itself
+TOKEN_STAT_KEYS = ("token_agreement", "teacher_entropy", "student_entropy")
+
 __all__ = ["TrainResult", "Trainer", "train"]
 
 
@@ -92,7 +96,21 @@ class Trainer(StepOrder, OnPolicySampler, StepLoss):
         self.student.train()
         self.student_size_b = size_in_billions(self.student)
         self.teacher = None
-        if cfg.mode == "kd":
+        self.teacher_cache = None
+        if cfg.mode == "kd" and cfg.teacher_cache:  # the teacher's logits come from disk; no teacher model
+            from kdlens.train.teacher_cache import TeacherCache, check_cache_matches
+
+            self.teacher_cache = TeacherCache(cfg.teacher_cache)
+            check_cache_matches(self.teacher_cache, data=cfg.data, tokenizer=self.tokenizer, template=cfg.template,
+                                max_length=cfg.max_length, add_special_tokens=cfg.add_special_tokens,
+                                temperature=cfg.temperature, teacher=cfg.teacher,
+                                teacher_adapter=cfg.teacher_adapter)
+            width = self.student.get_output_embeddings().weight.shape[0]
+            if self.teacher_cache.vocab_size > width:
+                raise KdlensError(
+                    f"the teacher cache {cfg.teacher_cache} covers {self.teacher_cache.vocab_size} vocabulary "
+                    f"entries but the student's output layer has {width}; build the cache with vocab_size={width}")
+        elif cfg.mode == "kd":
             self.teacher = load_causal_lm(cfg.teacher, adapter=cfg.teacher_adapter, device=self.device,
                                           dtype=getattr(torch, cfg.dtype), trainable=False)
             self.teacher.eval()
@@ -230,6 +248,7 @@ class Trainer(StepOrder, OnPolicySampler, StepLoss):
                     write({"step": step, "loss": stats["loss"], "ce": stats["ce"], "kd_loss": stats["kd"],
                            "lr": lr, "grad_norm": float(grad_norm), "tokens": stats["tokens"],
                            "tokens_per_s": stats["tokens"] / dt, "on_policy": stats["on_policy"],
+                           **{k: stats[k] for k in TOKEN_STAT_KEYS if k in stats},
                            "elapsed_s": time.perf_counter() - t_start})
                 bar.set_postfix(loss=f"{stats['loss']:.4f}", kd=f"{stats['kd']:.4f}", lr=f"{lr:.2e}",
                                 tok_s=f"{stats['tokens'] / dt:.0f}")

@@ -58,6 +58,10 @@ def check_run_dir(cfg: TrainConfig) -> TrainResult | None:
     if not cfg.resume:
         raise KdlensError(f"{out} already holds a run; pass resume=true to continue it, or choose another out_dir")
     if previous is not None:
+        # a key the earlier run's kdlens did not have yet compares as its default
+        defaults = TrainConfig.__dataclass_fields__
+        previous = {**{k: defaults[k].default for k in defaults if k not in previous
+                       and defaults[k].default is not dataclasses.MISSING}, **previous}
         diff = sorted(k for k in set(previous) | set(cfg.to_dict())
                       if k not in RESUME_FREE_KEYS and previous.get(k) != cfg.to_dict().get(k))
         if diff:

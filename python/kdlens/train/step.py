@@ -65,25 +65,26 @@ def chunked_ce_sum(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Te
 
 
 def kd_term(cfg: TrainConfig, s_hidden, s_weight, t_hidden, t_weight, attention_mask, *, reduction: str,
-            normalizer, noise_seed: int, noise_row_offset: int = 0) -> torch.Tensor:
+            normalizer, noise_seed: int, noise_row_offset: int = 0, return_stats: bool = False):
     """The KD part of the loss via kdlens.losses (hidden-state form; ``logits`` = naive full logits).
 
     ``s_hidden``/``t_hidden`` are [B, S, H]; ``attention_mask`` [B, S] masks padding (paper: KD is
-    masked only by the attention mask).
+    masked only by the attention mask). ``return_stats``: also the loss's
+    :class:`~kdlens.losses.stats.TokenStats` (argmax agreement, entropies) as ``(loss, stats)``.
     """
     common = dict(objective=cfg.objective, temperature=cfg.temperature, scale_by_t2=cfg.scale_by_t2,
                   beta=cfg.beta, alpha=cfg.skew_alpha, noise_sigma=cfg.noise_sigma, noise_seed=noise_seed,
                   reduction=reduction, normalizer=normalizer)
     if cfg.loss_implementation == "logits":
-        from kdlens.losses.options import KDOptions
-        from kdlens.losses.reference import reference_kd_loss
+        from kdlens.losses.reference import reference_dense_token_stats, reference_kd_loss
 
-        opts = KDOptions(objective=cfg.objective, temperature=cfg.temperature, scale_by_t2=cfg.scale_by_t2,
-                         beta=cfg.beta, alpha=cfg.skew_alpha, noise_sigma=cfg.noise_sigma,
-                         noise_seed=noise_seed, noise_row_offset=noise_row_offset, reduction=reduction)
+        opts = _options(cfg, noise_seed, noise_row_offset, reduction)
         s_logits = (s_hidden @ s_weight.t()).float()
         t_logits = (t_hidden @ t_weight.t()).float()
-        return reference_kd_loss(s_logits, t_logits, opts, attention_mask=attention_mask, normalizer=normalizer)
+        loss = reference_kd_loss(s_logits, t_logits, opts, attention_mask=attention_mask, normalizer=normalizer)
+        if not return_stats:
+            return loss
+        return loss, reference_dense_token_stats(s_logits.detach(), t_logits, opts, attention_mask=attention_mask)
     from kdlens.losses import kd_loss
 
     # bf16 training: the lm_head GEMMs take bf16 operands (fp32 master weights would otherwise run plain
@@ -92,7 +93,38 @@ def kd_term(cfg: TrainConfig, s_hidden, s_weight, t_hidden, t_weight, attention_
     return kd_loss(student_hidden=s_hidden, student_weight=s_weight, teacher_hidden=t_hidden,
                    teacher_weight=t_weight, attention_mask=attention_mask,
                    implementation=cfg.loss_implementation, noise_row_offset=noise_row_offset,
-                   compile=cfg.compile, compute_dtype=compute_dtype, **common)
+                   compile=cfg.compile, compute_dtype=compute_dtype, return_stats=return_stats, **common)
+
+
+def cached_kd_term(cfg: TrainConfig, s_hidden, s_weight, cached: tuple, cache, attention_mask, *, reduction: str,
+                   normalizer, noise_seed: int, noise_row_offset: int = 0):
+    """(loss, TokenStats) of the KD part from a teacher cache: ``cached`` = (ids [B, S, k], top-k logits
+    [B, S, k], lse [B, S, n_T]) of ``cache``'s :meth:`~kdlens.train.teacher_cache.TeacherCache.lookup`;
+    the sparse loss of kdlens.losses with ``cfg.cache_tail``. No teacher GEMM."""
+    from kdlens.losses import sparse_kd_loss
+
+    ids, logits, lse = cached
+    common = dict(objective=cfg.objective, temperature=cfg.temperature, scale_by_t2=cfg.scale_by_t2,
+                  beta=cfg.beta, noise_sigma=cfg.noise_sigma, noise_seed=noise_seed,
+                  noise_row_offset=noise_row_offset, reduction=reduction, normalizer=normalizer,
+                  attention_mask=attention_mask, tail=cfg.cache_tail, teacher_temperatures=cache.temperatures,
+                  teacher_vocab_size=cache.vocab_size, return_stats=True)
+    if cfg.loss_implementation == "logits":  # naive: full student logits into the reference
+        return sparse_kd_loss((s_hidden @ s_weight.t()).float(), teacher_ids=ids, teacher_topk_logits=logits,
+                              teacher_lse=lse, implementation="reference",
+                              **common)
+    compute_dtype = torch.bfloat16 if uses_bf16(cfg, s_hidden.device) else None
+    return sparse_kd_loss(student_hidden=s_hidden, student_weight=s_weight, teacher_ids=ids,
+                          teacher_topk_logits=logits, teacher_lse=lse, implementation=cfg.loss_implementation, compile=cfg.compile,
+                          compute_dtype=compute_dtype, **common)
+
+
+def _options(cfg: TrainConfig, noise_seed: int, noise_row_offset: int, reduction: str):
+    from kdlens.losses.options import KDOptions
+
+    return KDOptions(objective=cfg.objective, temperature=cfg.temperature, scale_by_t2=cfg.scale_by_t2,
+                     beta=cfg.beta, alpha=cfg.skew_alpha, noise_sigma=cfg.noise_sigma,
+                     noise_seed=noise_seed, noise_row_offset=noise_row_offset, reduction=reduction)
 
 
 def uses_bf16(cfg: TrainConfig, device: torch.device) -> bool:
@@ -123,9 +155,10 @@ class StepLoss:
     ``tokenizer``, ``train_examples``, ``val_examples`` and the on-policy sampler)."""
 
     def _micro_loss(self, batch: dict, n_ce: torch.Tensor, n_kd: torch.Tensor, step: int, micro: int,
-                    n_micro: int) -> tuple[torch.Tensor, float, float]:
+                    n_micro: int):
         """Loss of one micro-batch, already divided by the step's normaliser (so the sum over micro-
-        batches and processes is the step loss). Returns (loss to backward, ce part, kd part)."""
+        batches and processes is the step loss). Returns (loss to backward, ce part, kd part, the KD
+        loss's TokenStats or None)."""
         cfg = self.cfg
         ids = batch["input_ids"].to(self.device)
         mask = batch["attention_mask"].to(self.device)
@@ -136,6 +169,7 @@ class StepLoss:
         with amp:
             hidden, weight = self.core_fn(ids, mask)
         ce = kd = hidden.new_zeros((), dtype=torch.float32)
+        stats = None
         paper = cfg.loss_normalization == "paper"
         if w < 1.0:
             ce_sum = chunked_ce_sum(hidden.reshape(-1, hidden.shape[-1]), weight, targets.reshape(-1),
@@ -145,50 +179,76 @@ class StepLoss:
             else:
                 ce = ce_sum / n_ce.clamp_min(1) * world
         if w > 0.0:
-            with torch.no_grad(), amp:
-                t_hidden, t_weight = self.teacher_fn(ids, mask)
+            cache = getattr(self, "teacher_cache", None)
+            if cache is not None:
+                cached = tuple(t.to(self.device) for t in batch["teacher_cache"])
+
+                def term(**kw):
+                    return cached_kd_term(cfg, hidden, weight, cached, cache, mask, **kw)
+            else:
+                with torch.no_grad(), amp:
+                    t_hidden, t_weight = self.teacher_fn(ids, mask)
+
+                def term(**kw):
+                    return kd_term(cfg, hidden, weight, t_hidden, t_weight, mask, return_stats=True, **kw)
             seed = mix_seed(cfg.seed, step, micro, self.dist.rank, NOISE)
             if paper:
                 if cfg.objective == "jsd":
                     n_lab = ((batch["labels"] != IGNORE_INDEX)).sum().to(self.device)
-                    kd = kd_term(cfg, hidden, weight, t_hidden, t_weight, mask, reduction="normalizer",
-                                 normalizer=n_lab, noise_seed=seed) / n_micro
+                    kd, stats = term(reduction="normalizer", normalizer=n_lab, noise_seed=seed)
                 else:
-                    kd = kd_term(cfg, hidden, weight, t_hidden, t_weight, mask,
-                                 reduction="paper_sequence_mean", normalizer=None, noise_seed=seed) / n_micro
+                    kd, stats = term(reduction="paper_sequence_mean", normalizer=None, noise_seed=seed)
+                kd = kd / n_micro
             else:
-                kd = kd_term(cfg, hidden, weight, t_hidden, t_weight, mask, reduction="normalizer",
-                             normalizer=n_kd.float() / world, noise_seed=seed)
+                kd, stats = term(reduction="normalizer", normalizer=n_kd.float() / world, noise_seed=seed)
         loss = (1.0 - w) * ce + w * kd
-        return loss, float(ce.detach()) / world, float(kd.detach()) / world
+        return loss, float(ce.detach()) / world, float(kd.detach()) / world, stats
 
     def compute_step(self, step: int) -> dict[str, float]:
         """Forward and backward every micro-batch of ``step`` on this process (gradients accumulate
-        into ``.grad``); returns the step's loss terms summed over processes."""
+        into ``.grad``); returns the step's loss terms summed over processes and, for KD, the token-level
+        agreement and the mean teacher and student entropies over the step's valid tokens."""
         cfg = self.cfg
+        cache = getattr(self, "teacher_cache", None)
         micro_batches = []
         for j, idx in enumerate(self.rank_micro_batches(step)):
             examples, sampled = self._maybe_on_policy([self.train_examples[i] for i in idx], step, j)
-            micro_batches.append((collate(examples, self.tokenizer.pad_token_id,
-                                          pad_to_multiple_of=cfg.pad_to_multiple_of), sampled))
+            batch = collate(examples, self.tokenizer.pad_token_id, pad_to_multiple_of=cfg.pad_to_multiple_of)
+            if cache is not None and cfg.mode == "kd":
+                batch["teacher_cache"] = cache.lookup(examples, batch["input_ids"].shape[1])
+            micro_batches.append((batch, sampled))
         n_ce, n_kd = step_token_counts([b for b, _ in micro_batches])
         tokens = n_kd
         counts = self.dist.all_reduce_sum(torch.tensor([n_ce, n_kd, tokens], dtype=torch.float64))
         n_ce_t = counts[0].to(self.device)
         n_kd_t = counts[1].to(self.device)
         totals = {"loss": 0.0, "ce": 0.0, "kd": 0.0}
+        token_stats = None
         for j, (batch, _) in enumerate(micro_batches):
             last = j == len(micro_batches) - 1
             sync = contextlib.nullcontext() if last else self.dist.no_sync(self.core)
             with sync:
-                loss, ce, kd = self._micro_loss(batch, n_ce_t, n_kd_t, step, j, len(micro_batches))
+                loss, ce, kd, stats = self._micro_loss(batch, n_ce_t, n_kd_t, step, j, len(micro_batches))
                 loss.backward()
             totals["loss"] += float(loss.detach()) / self.dist.world
             totals["ce"] += ce
             totals["kd"] += kd
+            if stats is not None:
+                token_stats = stats if token_stats is None else token_stats + stats
         red = self.dist.all_reduce_sum(torch.tensor([totals["loss"], totals["ce"], totals["kd"]], dtype=torch.float64))
-        return {"loss": float(red[0]), "ce": float(red[1]), "kd": float(red[2]), "tokens": int(counts[2]),
-                "on_policy": sum(int(s) for _, s in micro_batches)}
+        out = {"loss": float(red[0]), "ce": float(red[1]), "kd": float(red[2]), "tokens": int(counts[2]),
+               "on_policy": sum(int(s) for _, s in micro_batches)}
+        if cfg.mode == "kd":  # every process has KD micro-batches: the sums are reduced collectively
+            sums = torch.zeros(4, dtype=torch.float64)
+            if token_stats is not None:
+                sums = torch.stack([t.detach().double().cpu() for t in (
+                    token_stats.valid_tokens, token_stats.agree_tokens, token_stats.teacher_entropy_sum,
+                    token_stats.student_entropy_sum)])
+            sums = self.dist.all_reduce_sum(sums)
+            valid = max(float(sums[0]), 1.0)
+            out.update(token_agreement=float(sums[1]) / valid, teacher_entropy=float(sums[2]) / valid,
+                       student_entropy=float(sums[3]) / valid)
+        return out
 
     # -------------------------------------------------------------- validation
     @torch.no_grad()

@@ -1,0 +1,97 @@
+"""``kdlens compare --token-agreement``: the per-task token-level top-1 agreement along the teacher's
+generations, against unbatched plain transformers forwards. Run:
+``python -m pytest tests/train/test_token_agreement.py -q``."""
+
+import json
+
+import pytest
+import torch
+
+from kdlens.errors import KdlensError
+
+
+@pytest.fixture(scope="module")
+def eval_dirs(task_dir, tmp_path_factory):
+    """`kdlens evaluate` folders of a tiny teacher (tiny-s2) and a tiny student (tiny-s1): (teacher eval,
+    student eval, teacher folder, student folder)."""
+    from kdlens.eval.decode import Decoding
+    from kdlens.eval.run import evaluate
+    from kdlens.models import load_tokenizer, make_tiny_model
+
+    root = tmp_path_factory.mktemp("token_agreement")
+    tok = load_tokenizer(task_dir / "tokenizer")
+    dec = Decoding(max_new_tokens=12, batch_size=4, do_sample=True, temperature=1.5)  # varied generations
+    folders = []
+    for name, seed in (("tiny-s2", 11), ("tiny-s1", 3)):
+        model = make_tiny_model(name, tok, seed=seed)
+        with torch.no_grad():  # tied random embeddings make a tiny model predict "repeat the last token":
+            # a random final-norm gain breaks that, so the two models disagree on some tokens
+            gain = torch.randn(model.model.norm.weight.shape, generator=torch.Generator().manual_seed(seed))
+            model.model.norm.weight.copy_(1 + 1.5 * gain)
+        folder = root / name
+        model.save_pretrained(folder)
+        tok.save_pretrained(folder)
+        evaluate(str(folder), "synthetic", root / f"{name}-eval", decoding=dec, data_dir=task_dir, limit=7,
+                 progress=False)
+        folders.append(folder)
+    return root / "tiny-s2-eval", root / "tiny-s1-eval", folders[0], folders[1]
+
+
+def test_token_agreement_equals_unbatched_forwards(eval_dirs, task_dir):
+    from transformers import AutoModelForCausalLM
+
+    from kdlens.eval.token_agreement import token_agreement
+    from kdlens.metrics.pairs import load_generations
+    from kdlens.models import load_tokenizer
+
+    t_eval, s_eval, teacher_dir, student = eval_dirs
+    got = token_agreement(t_eval, s_eval, batch_size=3)
+    tok = load_tokenizer(task_dir / "tokenizer")
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir).eval()
+    stud = AutoModelForCausalLM.from_pretrained(student).eval()
+    agree = total = 0
+    for r in load_generations(t_eval).iter_rows(named=True):
+        prompt = tok(r["prompt"], add_special_tokens=True)["input_ids"]
+        output = tok(r["raw_output"], add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([prompt + output])
+        with torch.no_grad():
+            zt, zs = teacher(input_ids=ids).logits[0], stud(input_ids=ids).logits[0]
+        at = slice(len(prompt) - 1, len(prompt) + len(output) - 1)
+        agree += int((zt[at].argmax(-1) == zs[at].argmax(-1)).sum())
+        total += len(output)
+    assert total > 20 and set(got) == {"synthetic"} and 0 < agree < total
+    assert got["synthetic"]["tokens"] == total
+    assert got["synthetic"]["token_agreement"] == pytest.approx(100.0 * agree / total)
+    assert token_agreement(t_eval, t_eval)["synthetic"]["token_agreement"] == 100.0
+
+
+def test_compare_cli_adds_the_column(eval_dirs, tmp_path, capsys):
+    from kdlens.cli import main
+    from kdlens.io import read_table
+
+    t_eval, s_eval, _, _ = eval_dirs
+    assert main(["compare", str(t_eval), str(s_eval), "--token-agreement", "-o", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert "token agreement" in out.splitlines()[0]
+    table = read_table(tmp_path / "c" / "comparison.parquet")
+    by_task = {r["task"]: r for r in table.iter_rows(named=True)}
+    assert 0.0 <= by_task["synthetic"]["token_agreement"] <= 100.0
+    assert by_task["Average"]["token_agreement"] == by_task["synthetic"]["token_agreement"]
+    assert main(["compare", str(t_eval), str(s_eval)]) == 0  # without the flag: no model is loaded
+    assert "token agreement" not in capsys.readouterr().out
+
+
+def test_token_agreement_needs_the_evaluated_model(eval_dirs, tmp_path):
+    from kdlens.eval.token_agreement import token_agreement
+
+    t_eval, s_eval, _, _ = eval_dirs
+    moved = tmp_path / "s_eval"
+    moved.mkdir()
+    for f in s_eval.iterdir():
+        if f.is_file():
+            (moved / f.name).write_bytes(f.read_bytes())
+    info = json.loads((moved / "run.json").read_text())
+    info["model_path"] = str(tmp_path / "gone")
+    (moved / "run.json").write_text(json.dumps(info))
+    with pytest.raises(KdlensError, match="not there any more"):
+        token_agreement(t_eval, moved)
