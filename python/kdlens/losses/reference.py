@@ -165,6 +165,28 @@ def _reduce(per_position: torch.Tensor, valid: torch.Tensor, reduction: str, nor
     raise KdlensError(f"unknown reduction {reduction!r}")
 
 
+def _valid_positions(z_s: torch.Tensor, labels, attention_mask, options: KDOptions) -> torch.Tensor:
+    """Positions that count, shaped like the logits' leading dims: label != ignore_index, attention != 0."""
+    valid = torch.ones(z_s.shape[:-1], dtype=torch.bool, device=z_s.device)
+    if labels is not None:
+        valid = valid & (labels != options.ignore_index)
+    if attention_mask is not None:
+        valid = valid & (attention_mask != 0)
+    return valid
+
+
+def _plus_ce(per_position: torch.Tensor, z_s: torch.Tensor, valid: torch.Tensor, labels,
+             options: KDOptions) -> torch.Tensor:
+    """``per_position`` plus ce_weight * CE(z_s, label) at T = 1 (masked labels read as 0, then weighted out)."""
+    if not options.has_ce:
+        return per_position
+    if labels is None:
+        raise KdlensError("ce_weight > 0 needs labels (the hard targets of the cross-entropy term)")
+    safe_labels = torch.where(valid, labels, torch.zeros_like(labels))
+    ce = F.cross_entropy(z_s.reshape(-1, z_s.shape[-1]), safe_labels.reshape(-1), reduction="none")
+    return per_position + options.ce_weight * ce.reshape(valid.shape)
+
+
 def reference_kd_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
@@ -178,20 +200,9 @@ def reference_kd_loss(
     compute = torch.float64 if student_logits.dtype == torch.float64 else torch.float32
     z_s = student_logits[..., :vocab].to(compute)
     z_t = noisy_teacher_logits(teacher_logits[..., :vocab].to(compute), options)
-    batch_shape = z_s.shape[:-1]
-    valid = torch.ones(batch_shape, dtype=torch.bool, device=z_s.device)
-    if labels is not None:
-        valid = valid & (labels != options.ignore_index)
-    if attention_mask is not None:
-        valid = valid & (attention_mask != 0)
+    valid = _valid_positions(z_s, labels, attention_mask, options)
     per_position = options.kd_coef * divergence(z_s, z_t, options)
-    if options.has_ce:
-        if labels is None:
-            raise KdlensError("ce_weight > 0 needs labels (the hard targets of the cross-entropy term)")
-        safe_labels = torch.where(valid, labels, torch.zeros_like(labels))
-        ce = F.cross_entropy(z_s.reshape(-1, vocab), safe_labels.reshape(-1), reduction="none")
-        per_position = per_position + options.ce_weight * ce.reshape(batch_shape)
-    return _reduce(per_position, valid, options.reduction, normalizer)
+    return _reduce(_plus_ce(per_position, z_s, valid, labels, options), valid, options.reduction, normalizer)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -287,18 +298,9 @@ def reference_sparse_kd_loss(student_logits, teacher_ids, teacher_topk_logits, t
     if lp_rest is not None and lq_rest is not None:
         lp = torch.cat([lp, lp_rest.unsqueeze(-1)], dim=-1)
         lq = torch.cat([lq, lq_rest.unsqueeze(-1)], dim=-1)
-    batch_shape = z_s.shape[:-1]
-    valid = torch.ones(batch_shape, dtype=torch.bool, device=z_s.device)
-    if labels is not None:
-        valid = valid & (labels != options.ignore_index)
-    if attention_mask is not None:
-        valid = valid & (attention_mask != 0)
+    valid = _valid_positions(z_s, labels, attention_mask, options)
     per_position = options.kd_coef * bucket_divergence(lq, lp, options)
-    if options.has_ce:
-        safe_labels = torch.where(valid, labels, torch.zeros_like(labels))
-        ce = F.cross_entropy(z_s.reshape(-1, vocab), safe_labels.reshape(-1), reduction="none")
-        per_position = per_position + options.ce_weight * ce.reshape(batch_shape)
-    loss = _reduce(per_position, valid, options.reduction, normalizer)
+    loss = _reduce(_plus_ce(per_position, z_s, valid, labels, options), valid, options.reduction, normalizer)
     if not return_stats:
         return loss
     with torch.no_grad():
@@ -318,10 +320,6 @@ def reference_dense_token_stats(student_logits, teacher_logits, options: KDOptio
     with torch.no_grad():
         z_s = student_logits[..., :vocab].to(compute)
         z_t = noisy_teacher_logits(teacher_logits[..., :vocab].to(compute), options)
-        valid = torch.ones(z_s.shape[:-1], dtype=torch.bool, device=z_s.device)
-        if labels is not None:
-            valid = valid & (labels != options.ignore_index)
-        if attention_mask is not None:
-            valid = valid & (attention_mask != 0)
+        valid = _valid_positions(z_s, labels, attention_mask, options)
         rows = dense_row_stats(z_s.reshape(-1, vocab), z_t.reshape(-1, vocab), 1.0 / options.temperature)
     return token_stats(rows, valid)
