@@ -30,8 +30,14 @@ def _items(correct, fidelity, task="gsm8k", **extra):
                          **extra})
 
 
+# Fidelity as a BLEU score is reported to two decimals; values on that grid keep scipy's own
+# arithmetic exact enough to be the reference (on subnormal spreads such as 5e-324 scipy's r is off
+# by 10%: see the scaled test below, which checks those against scipy on the unscaled values).
+_FIDELITY = st.integers(0, 10_000).map(lambda v: v / 100)
+
+
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.booleans(), st.floats(0, 100, allow_nan=False)), min_size=5, max_size=80),
+@given(st.lists(st.tuples(st.booleans(), _FIDELITY), min_size=5, max_size=80),
        st.sampled_from([0.8, 0.9, 0.95, 0.99]))
 def test_point_biserial_matches_scipy(pairs, level):
     correct = np.array([c for c, _ in pairs])
@@ -46,6 +52,31 @@ def test_point_biserial_matches_scipy(pairs, level):
         assert p == pytest.approx(ref.pvalue, rel=1e-6, abs=1e-12)
         ci = stats.pearsonr(correct.astype(float), fid).confidence_interval(level)
         assert (low, high) == pytest.approx((ci.low, ci.high), abs=1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 10_000)), min_size=5, max_size=40),
+       st.sampled_from([5e-324, 1e-310, 1e-200, 1e200]))
+def test_point_biserial_is_exact_on_tiny_and_huge_spreads(pairs, scale):
+    """r and p do not change under fidelity -> scale * fidelity, even where the scaled values are
+    subnormal or their squares overflow; integer fidelities times the scale are exact (to 5e-14 of the
+    spread at 1e-310), and the reference is scipy on the unscaled integers."""
+    correct = np.array([c for c, _ in pairs])
+    fid = np.array([f for _, f in pairs], dtype=float)
+    if correct.all() or not correct.any() or np.ptp(fid) == 0:
+        return
+    r, p, low, high, _ = point_biserial(correct, scale * fid, 0.95)
+    ref = stats.pointbiserialr(correct, fid)
+    assert r == pytest.approx(ref.statistic, abs=1e-9)
+    if abs(r) < 1 - 1e-9:
+        assert p == pytest.approx(ref.pvalue, rel=1e-6, abs=1e-12)
+
+
+def test_point_biserial_on_a_subnormal_spread():
+    # the CI counterexample: one item 5e-324 above the rest; r is that of fidelity [0, 0, 0, 1, 0]
+    correct = np.array([False, False, False, False, True])
+    r, *_ = point_biserial(correct, np.array([0, 0, 0, 5e-324, 0.0]))
+    assert r == pytest.approx(stats.pointbiserialr(correct, [0, 0, 0, 1, 0]).statistic, abs=1e-12)
 
 
 def test_fisher_interval_agrees_with_a_bootstrap_over_items():
