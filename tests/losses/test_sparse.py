@@ -218,6 +218,25 @@ def test_repeated_ids():
         sparse_kd_loss(z_s, **cache)
 
 
+@pytest.mark.parametrize("mark_elements", [0, 1 << 24])  # the sort path and the mark-table path
+def test_repeated_ids_found_by_both_checks(monkeypatch, mark_elements):
+    import kdlens.losses.sparse as sparse
+
+    monkeypatch.setattr(sparse, "_MARK_ELEMENTS", mark_elements)
+    gen = torch.Generator().manual_seed(5)
+    for trial in range(40):
+        k = 1 + trial % 9
+        ids = torch.stack([torch.randperm(13, generator=gen)[:k] for _ in range(6)]).reshape(2, 3, k)
+        if trial % 2 and k > 1:  # plant one repeat in one row
+            ids[trial % 2, trial % 3, trial % k] = ids[trial % 2, trial % 3, (trial + 1) % k]
+        has_repeat = any(len(set(row.tolist())) < k for row in ids.reshape(-1, k))  # plain Python reference
+        if has_repeat:
+            with pytest.raises(KdlensError, match="repeat within a position"):
+                sparse.check_teacher_ids(ids, 13)
+        else:
+            sparse.check_teacher_ids(ids, 13)
+
+
 def test_vocab_mismatch():
     z_s, cache = _base()
     with pytest.raises(KdlensError, match="vocabulary mismatch: the teacher cache was made with 151936"):

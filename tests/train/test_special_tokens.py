@@ -9,7 +9,7 @@ first, as Llama-3's does. Run: ``python -m pytest tests/train/test_special_token
 
 import pytest
 
-from kdlens.data.collate import IGNORE_INDEX, encode_record
+from kdlens.data.collate import IGNORE_INDEX, encode_record, encode_records
 from kdlens.data.prompts import get_template
 
 BOS = "<|bos|>"
@@ -80,6 +80,28 @@ def test_paper_special_tokens_match_finetune_py(bos_tokenizer, record, cutoff_le
     assert got.labels == want["labels"]
     assert got.prompt_len == min(want_prompt_len, len(want["input_ids"]))
     assert got.input_ids[0] == bos_tokenizer.bos_token_id
+
+
+@pytest.mark.parametrize("cutoff_len", [256, 40, 12])
+@pytest.mark.parametrize("train_on_inputs", [True, False])
+def test_batched_encoding_matches_finetune_py(bos_tokenizer, cutoff_len, train_on_inputs):
+    """encode_records (the training path: one tokenizer call per batch of texts) against the paper's
+    per-record tokenize, for batches that split the records unevenly."""
+    paper = get_template("alpaca-paper")
+    records = RECORDS * 4
+
+    def generate_prompt(dp):
+        return paper.full_text(dp["instruction"], dp["input"], dp["output"])
+
+    for batch in (1, 3, 1024):
+        got = encode_records(records, bos_tokenizer, paper, max_length=cutoff_len,
+                             train_on_inputs=train_on_inputs, add_special_tokens=True, batch=batch)
+        assert len(got) == len(records)
+        for record, example in zip(records, got):
+            want, want_prompt_len = paper_generate_and_tokenize(bos_tokenizer, record, cutoff_len,
+                                                                train_on_inputs, generate_prompt)
+            assert example.input_ids == want["input_ids"] and example.labels == want["labels"]
+            assert example.prompt_len == min(want_prompt_len, len(want["input_ids"]))
 
 
 def test_kdlens_default_adds_no_special_tokens(bos_tokenizer):

@@ -95,3 +95,20 @@ def test_token_agreement_needs_the_evaluated_model(eval_dirs, tmp_path):
     (moved / "run.json").write_text(json.dumps(info))
     with pytest.raises(KdlensError, match="not there any more"):
         token_agreement(t_eval, moved)
+
+
+def test_teacher_picks_computed_once_give_the_same_agreement(eval_dirs):
+    """The study's path: the teacher's argmaxes computed in its eval unit and reused for a student
+    equal the agreement that runs both models (the unbatched reference above pins that one)."""
+    from kdlens.eval.token_agreement import teacher_picks, token_agreement
+
+    t_eval, s_eval, _, _ = eval_dirs
+    picks = teacher_picks(t_eval, batch_size=5)
+    assert picks.height == 7 and picks["picks"].list.len().sum() > 20
+    assert token_agreement(t_eval, s_eval, teacher_picks=picks) == token_agreement(t_eval, s_eval, batch_size=3)
+    assert token_agreement(t_eval, t_eval, teacher_picks=picks)["synthetic"]["token_agreement"] == 100.0
+    with pytest.raises(KdlensError, match="do not match the generations"):
+        token_agreement(t_eval, s_eval, teacher_picks=picks.head(6))
+    with pytest.raises(KdlensError, match="do not match the generations"):  # picks of other token counts
+        token_agreement(t_eval, s_eval, teacher_picks=teacher_picks(t_eval, limit=7).with_columns(
+            picks=picks["picks"].list.head(1)))

@@ -10,6 +10,9 @@ each of the teacher's next-token choices given the teacher's own context.
 
 The models are loaded one at a time (the teacher's argmaxes are kept as small integer arrays), and
 ``batch_size`` sequences run per forward. Both models must share the tokenizer's vocabulary.
+The teacher's side depends on the teacher alone: :func:`teacher_picks` computes it once (a study does
+so in the teacher's eval unit) and ``token_agreement(..., teacher_picks=frame)`` reuses it for every
+student, so each comparison runs only the student.
 Tests: tests/train/test_token_agreement.py.
 """
 
@@ -74,39 +77,78 @@ def output_argmax(model, sequences, *, batch_size: int, pad_id: int, device) -> 
     return out
 
 
-def token_agreement(teacher_dir: str | os.PathLike, student_dir: str | os.PathLike, *, batch_size: int = 8,
-                    device: str | None = None, dtype: str | None = None, limit: int | None = None) -> dict:
-    """task -> {"tokens": compared output positions, "token_agreement": percent that agree} of the
-    student (model of ``student_dir``) against the teacher (model of ``teacher_dir``), both
-    ``kdlens evaluate`` folders."""
+def _tokenizer_of(info: dict):
+    from kdlens.models import load_tokenizer
+
+    for source in (info.get("adapter"), info["model_path"]):
+        if source and any((Path(source) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+            return load_tokenizer(source, padding_side="right")
+    return load_tokenizer(info["model_path"], padding_side="right")
+
+
+def _model_argmax(info: dict, sequences, pad_id: int, *, batch_size: int, device, dtype) -> list:
     import torch
 
-    from kdlens.models import load_causal_lm, load_tokenizer, pick_device
+    from kdlens.models import load_causal_lm, pick_device
+
+    dev = pick_device(device, option="--device")
+    model = load_causal_lm(info["model_path"], adapter=info.get("adapter"),
+                           dtype=getattr(torch, dtype) if dtype else None, device=dev)
+    try:
+        return output_argmax(model, sequences, batch_size=batch_size, pad_id=pad_id, device=dev)
+    finally:
+        del model
+
+
+def teacher_picks(teacher_dir: str | os.PathLike, *, batch_size: int = 32, device: str | None = None,
+                  dtype: str | None = None, limit: int | None = None):
+    """The teacher's side of :func:`token_agreement`, computed once: a frame with one row per teacher
+    generation (in the folder's order): ``task``, ``length`` (prompt + output tokens) and ``picks``
+    (the teacher's argmax next token at each output position, list of int32)."""
+    import polars as pl
+
+    info = _run_info(Path(teacher_dir))
+    tok = _tokenizer_of(info)
+    sequences = teacher_sequences(teacher_dir, tok, limit)
+    if not sequences:
+        raise KdlensError(f"{teacher_dir}: no generations to teacher-force")
+    picks = _model_argmax(info, sequences, tok.pad_token_id, batch_size=batch_size, device=device, dtype=dtype)
+    return pl.DataFrame({"task": [t for t, _, _ in sequences], "length": [len(ids) for _, ids, _ in sequences],
+                         "picks": [p.tolist() for p in picks]},
+                        schema={"task": pl.String, "length": pl.Int64, "picks": pl.List(pl.Int32)})
+
+
+def token_agreement(teacher_dir: str | os.PathLike, student_dir: str | os.PathLike, *, batch_size: int = 32,
+                    device: str | None = None, dtype: str | None = None, limit: int | None = None,
+                    teacher_picks=None) -> dict:
+    """task -> {"tokens": compared output positions, "token_agreement": percent that agree} of the
+    student (model of ``student_dir``) against the teacher (model of ``teacher_dir``), both
+    ``kdlens evaluate`` folders. ``teacher_picks``: the frame :func:`teacher_picks` made for
+    ``teacher_dir`` (same ``limit``); without it the teacher is run here."""
+    import numpy as np
 
     t_info, s_info = _run_info(Path(teacher_dir)), _run_info(Path(student_dir))
-    dev = pick_device(device, option="--device")
-    torch_dtype = getattr(torch, dtype) if dtype else None
-
-    def tokenizer_of(info):
-        for source in (info.get("adapter"), info["model_path"]):
-            if source and any((Path(source) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
-                return load_tokenizer(source, padding_side="right")
-        return load_tokenizer(info["model_path"], padding_side="right")
-
-    tok = tokenizer_of(t_info)
-    s_tok = tokenizer_of(s_info)
+    tok = _tokenizer_of(t_info)
+    s_tok = _tokenizer_of(s_info)
     if s_tok.get_vocab() != tok.get_vocab():
         raise KdlensError("teacher and student tokenizers differ; token-level agreement needs a shared vocabulary")
     sequences = teacher_sequences(teacher_dir, tok, limit)
     if not sequences:
         raise KdlensError(f"{teacher_dir}: no generations to teacher-force")
-    picks = []
-    for info in (t_info, s_info):
-        model = load_causal_lm(info["model_path"], adapter=info.get("adapter"), dtype=torch_dtype, device=dev)
-        picks.append(output_argmax(model, sequences, batch_size=batch_size, pad_id=tok.pad_token_id, device=dev))
-        del model
+    if teacher_picks is None:
+        t_picks = _model_argmax(t_info, sequences, tok.pad_token_id, batch_size=batch_size, device=device,
+                                dtype=dtype)
+    else:
+        shape = [(task, len(ids), n_out) for task, ids, n_out in sequences]
+        given = [(r["task"], r["length"], len(r["picks"])) for r in teacher_picks.iter_rows(named=True)]
+        if given != shape:
+            raise KdlensError(f"the teacher picks given do not match the generations in {teacher_dir} "
+                              f"({len(given)} rows for {len(shape)} generations, or other token counts); "
+                              "compute them again with teacher_picks() on this folder")
+        t_picks = [np.asarray(p, dtype=np.int32) for p in teacher_picks["picks"].to_list()]
+    s_picks = _model_argmax(s_info, sequences, tok.pad_token_id, batch_size=batch_size, device=device, dtype=dtype)
     totals: dict[str, list[int]] = {}
-    for (task, _, _), t_pick, s_pick in zip(sequences, *picks):
+    for (task, _, _), t_pick, s_pick in zip(sequences, t_picks, s_picks):
         tot = totals.setdefault(task, [0, 0])
         tot[0] += int((t_pick == s_pick).sum())
         tot[1] += int(t_pick.size)

@@ -273,6 +273,10 @@ def _select_lse(teacher_lse, teacher_temperatures, temperature: float, lead: tup
                       f"{', '.join(f'{t:g}' for t in temps)}); rebuild the cache with it or train at a cached one")
 
 
+# check_teacher_ids marks ids in a [rows, vocab] int32 table up to this many entries (64 MB), else sorts
+_MARK_ELEMENTS = 1 << 24
+
+
 def check_teacher_ids(teacher_ids: torch.Tensor, vocab: int) -> None:
     """Raise a KdlensError unless every id is in [0, vocab) and the ids of each position are distinct (one
     host sync; skipped while torch.compile traces or a CUDA graph is captured)."""
@@ -287,6 +291,12 @@ def check_teacher_ids(teacher_ids: torch.Tensor, vocab: int) -> None:
                           "to another vocabulary")
     ids = teacher_ids.reshape(-1, teacher_ids.shape[-1])
     if ids.shape[-1] > 1:
-        srt = ids.sort(dim=-1).values
-        if bool((srt[:, 1:] == srt[:, :-1]).any()):
+        if ids.shape[0] * vocab <= _MARK_ELEMENTS:  # mark each row's ids in a [rows, vocab] table: O(rows k)
+            marks = torch.zeros(ids.shape[0], vocab, dtype=torch.int32, device=ids.device)
+            marks.scatter_(1, ids.long(), 1)
+            repeated = bool((marks.sum(dim=-1) != ids.shape[-1]).any())
+        else:  # a large vocabulary: sort each row (O(rows k log k), no [rows, vocab] table)
+            srt = ids.sort(dim=-1).values
+            repeated = bool((srt[:, 1:] == srt[:, :-1]).any())
+        if repeated:
             raise KdlensError("teacher ids repeat within a position; the top-k ids of a position must be distinct")

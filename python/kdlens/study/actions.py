@@ -213,7 +213,15 @@ def run_eval(ctx: UnitContext) -> dict:
                       response_cut=opts["response_cut"])
     scores = [{"task": r["task"], "family": r["family"], "score": r["score"]}
               for r in result.results.iter_rows(named=True) if r["task"] != "Average"]
-    return {"eval_dir": str(ctx.dir / "eval"), "scores": scores}
+    out = {"eval_dir": str(ctx.dir / "eval"), "scores": scores}
+    if ctx.unit.params.get("teacher_picks"):  # a teacher: its side of every student's token agreement
+        from kdlens.eval.token_agreement import teacher_picks
+        from kdlens.io import write_table_atomic
+
+        picks = write_table_atomic(teacher_picks(ctx.dir / "eval", dtype=opts["dtype"]),
+                                   ctx.dir / "teacher_picks.parquet")
+        out["teacher_picks"] = str(picks)
+    return out
 
 
 # --------------------------------------------------------------------------------------- compare
@@ -222,15 +230,19 @@ def run_compare(ctx: UnitContext) -> dict:
     from kdlens.metrics.pairs import compare
     from kdlens.study.validate import evaluate_settings
 
+    from kdlens.eval.token_agreement import token_agreement, with_token_agreement
+    from kdlens.io import read_table
+
     teacher_eval = ctx.dep("teacher_eval")
     student_eval = ctx.dep("student_eval")
     table = compare(teacher_eval["eval_dir"], student_eval["eval_dir"])
-    # token-level top-1 agreement along the teacher's generations (percent), beside answer agreement and BLEU
-    from kdlens.eval.token_agreement import token_agreement, with_token_agreement
-
+    # token-level top-1 agreement along the teacher's generations (percent), beside answer agreement and
+    # BLEU; the teacher's argmaxes come from its eval unit, so only the student runs here
     opts = evaluate_settings(ctx.cfg.evaluate)
+    picks = teacher_eval.get("teacher_picks")
     table = with_token_agreement(table, token_agreement(teacher_eval["eval_dir"], student_eval["eval_dir"],
-                                                        dtype=opts["dtype"]))
+                                                        dtype=opts["dtype"],
+                                                        teacher_picks=read_table(picks) if picks else None))
     write_table_atomic(table, ctx.dir / "compare.parquet")
     rows = [{"task": r["task"], "family": r["family"], "agreement": r["agreement"],
              "fidelity": r["fidelity"], "token_agreement": r["token_agreement"]}

@@ -214,9 +214,13 @@ def plan_study(cfg: StudyConfig) -> Plan:
 
     evals: dict[str, Unit] = {}
     trained_units = [*base.values(), *teacher_sft.values(), *student_sft.values(), *(u for _, u in kd)]
+    # a teacher's eval also computes its side of the token agreement, once for all its students
+    teachers = {u.id for u in teacher_sft.values()} | {teacher_of(r).id for r, _ in kd}
     for trained in trained_units:
-        e = Unit("eval", "eval " + trained.label,
-                 {"of": trained.id, "evaluate": cfg.evaluate}, {"task": task.id, "model": trained.id})
+        params = {"of": trained.id, "evaluate": cfg.evaluate}
+        if trained.id in teachers:
+            params["teacher_picks"] = True
+        e = Unit("eval", "eval " + trained.label, params, {"task": task.id, "model": trained.id})
         evals[trained.id] = e
         units.append(e)
 

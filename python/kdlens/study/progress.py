@@ -24,6 +24,7 @@ _STEP_S_PER_MPARAM = 0.25
 _EVAL_S_PER_ITEM = 0.004
 _EVAL_S_PER_ITEM_MPARAM = 0.01
 _UNIT_OVERHEAD_S = 1.0
+_CACHED_KD_STEP_S = 0.04  # the default study's KD step from a full-vocabulary (k = 512) teacher cache
 
 
 def model_params_m(name: str) -> float:
@@ -58,11 +59,16 @@ def expected_cost(unit: Unit, plan: Plan) -> float:
         settings = {**config.get("train", {}), **p.get("sft", {}), **p.get("teacher_sft", {}), **p.get("kd", {})}
         model = p.get("model") or p.get("student")
         per_step = _STEP_OVERHEAD_S + _STEP_S_PER_MPARAM * model_params_m(model)
-        if unit.kind == "kd" and "cache" not in unit.deps:
+        if unit.kind == "kd" and "cache" in unit.deps:
+            per_step += _CACHED_KD_STEP_S  # reading the cache rows, the loss over the cached ids
+        elif unit.kind == "kd":
             per_step += _STEP_S_PER_MPARAM / 3 * model_params_m(p["teacher"])  # teacher forward
             if p.get("objective") == "jsd":
                 per_step *= 2.0  # on-policy samples on half the micro-batches
         return _UNIT_OVERHEAD_S + _steps(settings) * per_step
+    if unit.kind == "cache":  # one teacher forward over the training file, in reference steps of 16
+        n = float(config.get("task", {}).get("n_train") or 1000)
+        return _UNIT_OVERHEAD_S + n / 16.0 * (_STEP_OVERHEAD_S + _STEP_S_PER_MPARAM / 3 * model_params_m(p["teacher"]))
     if unit.kind == "eval":
         of = plan.by_id()[p["of"]]
         model = of.params.get("model") or of.params.get("student")
