@@ -73,6 +73,29 @@ def test_study_runs_end_to_end_and_writes_the_report(finished_study):
     assert (out / "report" / "tables" / "error_correlations.csv").is_file()
 
 
+def test_token_agreement_from_the_teachers_picks_equals_running_both_models(finished_study):
+    """Each teacher's eval unit computes its argmaxes once; a compare unit's token agreement from them
+    equals token_agreement run on both models (pinned against unbatched transformers forwards in
+    tests/train/test_token_agreement.py)."""
+    from kdlens.eval.token_agreement import token_agreement
+
+    cfg, out, _ = finished_study
+    plan = plan_study(cfg)
+    units = plan.by_id()
+    teacher_evals = {u.deps["teacher_eval"] for u in plan.of_kind("compare")}
+    for e in plan.of_kind("eval"):
+        has_picks = "teacher_picks" in unit_result(out, e.id)["result"]
+        assert has_picks == (e.id in teacher_evals), e.label
+    compare = next(u for u in plan.of_kind("compare") if units[u.params["of"]].kind == "kd")
+    t_dir = unit_result(out, compare.deps["teacher_eval"])["result"]["eval_dir"]
+    s_dir = unit_result(out, compare.deps["student_eval"])["result"]["eval_dir"]
+    want = token_agreement(t_dir, s_dir)
+    got = {r["task"]: r for r in unit_result(out, compare.id)["result"]["by_task"]}
+    assert set(got) == set(want)
+    for task, v in want.items():
+        assert got[task]["token_agreement"] == pytest.approx(v["token_agreement"], abs=1e-12)
+
+
 def test_bases_are_pretrained_on_the_corpus_and_fine_tuning_starts_from_them(finished_study):
     import torch
     from safetensors.torch import load_file
