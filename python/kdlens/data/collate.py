@@ -77,15 +77,15 @@ def encode_records(records, tokenizer, template, *, max_length: int, train_on_in
     """:func:`encode_record` of each record, the texts tokenised ``batch`` at a time (one tokenizer call
     per batch instead of two per record; the ids are those of the per-record calls)."""
     eos = _eos_id(tokenizer)
+
+    def tokenize(column: list[str]) -> list[list[int]]:
+        return tokenizer(column, add_special_tokens=add_special_tokens, truncation=True,
+                         max_length=max_length)["input_ids"]
+
     out: list[Example] = []
     records = list(records)
     for start in range(0, len(records), batch):
         texts = [_texts(r, template) for r in records[start:start + batch]]
-
-        def tokenize(column: list[str]) -> list[list[int]]:
-            return tokenizer(column, add_special_tokens=add_special_tokens, truncation=True,
-                             max_length=max_length)["input_ids"]
-
         prompts, fulls = tokenize([p for p, _ in texts]), tokenize([f for _, f in texts])
         out.extend(_example(f, p, eos, max_length=max_length, train_on_inputs=train_on_inputs)
                    for f, p in zip(fulls, prompts))

@@ -94,10 +94,17 @@ def _model_argmax(info: dict, sequences, pad_id: int, *, batch_size: int, device
     dev = pick_device(device, option="--device")
     model = load_causal_lm(info["model_path"], adapter=info.get("adapter"),
                            dtype=getattr(torch, dtype) if dtype else None, device=dev)
-    try:
-        return output_argmax(model, sequences, batch_size=batch_size, pad_id=pad_id, device=dev)
-    finally:
-        del model
+    return output_argmax(model, sequences, batch_size=batch_size, pad_id=pad_id, device=dev)
+
+
+def _teacher_side(teacher_dir, limit: int | None):
+    """(run info, tokenizer, teacher sequences) of a teacher's evaluate folder, which must hold generations."""
+    info = _run_info(Path(teacher_dir))
+    tok = _tokenizer_of(info)
+    sequences = teacher_sequences(teacher_dir, tok, limit)
+    if not sequences:
+        raise KdlensError(f"{teacher_dir}: no generations to teacher-force")
+    return info, tok, sequences
 
 
 def teacher_picks(teacher_dir: str | os.PathLike, *, batch_size: int = 32, device: str | None = None,
@@ -107,11 +114,7 @@ def teacher_picks(teacher_dir: str | os.PathLike, *, batch_size: int = 32, devic
     (the teacher's argmax next token at each output position, list of int32)."""
     import polars as pl
 
-    info = _run_info(Path(teacher_dir))
-    tok = _tokenizer_of(info)
-    sequences = teacher_sequences(teacher_dir, tok, limit)
-    if not sequences:
-        raise KdlensError(f"{teacher_dir}: no generations to teacher-force")
+    info, tok, sequences = _teacher_side(teacher_dir, limit)
     picks = _model_argmax(info, sequences, tok.pad_token_id, batch_size=batch_size, device=device, dtype=dtype)
     return pl.DataFrame({"task": [t for t, _, _ in sequences], "length": [len(ids) for _, ids, _ in sequences],
                          "picks": [p.tolist() for p in picks]},
@@ -127,14 +130,10 @@ def token_agreement(teacher_dir: str | os.PathLike, student_dir: str | os.PathLi
     ``teacher_dir`` (same ``limit``); without it the teacher is run here."""
     import numpy as np
 
-    t_info, s_info = _run_info(Path(teacher_dir)), _run_info(Path(student_dir))
-    tok = _tokenizer_of(t_info)
-    s_tok = _tokenizer_of(s_info)
-    if s_tok.get_vocab() != tok.get_vocab():
+    t_info, tok, sequences = _teacher_side(teacher_dir, limit)
+    s_info = _run_info(Path(student_dir))
+    if _tokenizer_of(s_info).get_vocab() != tok.get_vocab():
         raise KdlensError("teacher and student tokenizers differ; token-level agreement needs a shared vocabulary")
-    sequences = teacher_sequences(teacher_dir, tok, limit)
-    if not sequences:
-        raise KdlensError(f"{teacher_dir}: no generations to teacher-force")
     if teacher_picks is None:
         t_picks = _model_argmax(t_info, sequences, tok.pad_token_id, batch_size=batch_size, device=device,
                                 dtype=dtype)

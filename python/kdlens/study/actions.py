@@ -226,12 +226,10 @@ def run_eval(ctx: UnitContext) -> dict:
 
 # --------------------------------------------------------------------------------------- compare
 def run_compare(ctx: UnitContext) -> dict:
-    from kdlens.io import write_table_atomic
+    from kdlens.eval.token_agreement import token_agreement, with_token_agreement
+    from kdlens.io import read_table, write_table_atomic
     from kdlens.metrics.pairs import compare
     from kdlens.study.validate import evaluate_settings
-
-    from kdlens.eval.token_agreement import token_agreement, with_token_agreement
-    from kdlens.io import read_table
 
     teacher_eval = ctx.dep("teacher_eval")
     student_eval = ctx.dep("student_eval")
