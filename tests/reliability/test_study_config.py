@@ -8,6 +8,7 @@ import pytest
 from kdlens.cli import main
 from kdlens.errors import KdlensError
 from kdlens.study import load_study_config
+from kdlens.study.config import PRESETS
 
 # the reviewer's long.toml (reliability-scripts/), one teacher and one student
 BASE = """name = "long"
@@ -80,6 +81,6 @@ def test_non_utf8_study_config_is_a_clear_error(tmp_path, capsys):
     assert "not UTF-8 text (byte 9); save the study config as UTF-8" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("preset", ["synthetic", "smoke", "paper-qwen-math"])
+@pytest.mark.parametrize("preset", PRESETS)
 def test_presets_pass_the_checks(preset):
     load_study_config(preset)

@@ -38,6 +38,24 @@ def test_ablation_grid_is_one_factor_at_a_time():
     assert s1 == expected  # jsd gets no temperature sweep: the paper's GKD does not use T
 
 
+@pytest.mark.parametrize("grid, expected", [
+    ({}, {"S1"}),  # by default the ablation students
+    ({"task_unaware_students": ("S1", "S2")}, {"S1", "S2"}),
+    ({"task_unaware_students": ("S2",)}, {"S2"}),
+    ({"task_unaware_students": ("S2",), "task_unaware": False}, set()),
+])
+def test_task_unaware_students_choose_who_learns_from_the_base_teacher(grid, expected):
+    runs = kd_runs(small_config(seeds=(0, 1), **grid))
+    unaware = [r for r in runs if r.teacher_kind == "task_unaware"]
+    # one run per (student, noise objective, seed), at T = 1 without noise
+    assert sorted((r.student, r.objective, r.seed) for r in unaware) == sorted(
+        (s, "forward_kl", seed) for s in expected for seed in (0, 1))
+    assert all(r.temperature == 1.0 and r.noise_sigma == 0.0 for r in unaware)
+    # the other ablations stay on the ablation students
+    s2 = {(r.objective, r.temperature, r.noise_sigma) for r in runs if r.student == "S2" and r.teacher_kind == "task_aware"}
+    assert s2 == {(o, 1.0, 0.0) for o in ("forward_kl", "reverse_kl", "jsd")}
+
+
 def test_full_grid_is_the_product():
     runs = kd_runs(small_config(mode="full", task_unaware=False))
     # per student: forward/reverse 3 T x 3 sigma each, jsd 1 T x 3 sigma
@@ -139,6 +157,7 @@ def test_ids_change_downstream_of_a_changed_setting_only():
     ({"grid": {"objectives": ["forward_kl", "nope"]}}, "unknown objective"),
     ({"grid": {"temperatures": [0.0]}}, "temperatures"),
     ({"grid": {"ablation_students": ["missing"]}}, "ablation_students"),
+    ({"grid": {"task_unaware_students": ["missing"]}}, "task_unaware_students names"),
     ({"models": {"teachers": ["T"], "students": ["S"], "pairs": [["X", "S"]]}}, "pairs"),
     ({"task": {"kind": "files"}}, "train_file"),
     ({"bogus": 1}, "unknown key"),

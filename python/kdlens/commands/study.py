@@ -5,9 +5,11 @@ HELP = "run a whole distillation study and write its report (default: offline sy
 
 
 def add_arguments(parser):
+    from kdlens.study.config import PRESETS  # light: no torch, no polars
+
     parser.add_argument(
         "config", nargs="?", default=None,
-        help="study TOML file or preset name (synthetic, smoke, paper-qwen-math); default: synthetic")
+        help=f"study TOML file or preset name ({', '.join(PRESETS)}); default: synthetic")
     parser.add_argument("-o", "--output", default="kdlens-study",
                         help="study folder (units, report); re-running resumes (default: %(default)s)")
     parser.add_argument("-j", "--jobs", type=int, default=None,

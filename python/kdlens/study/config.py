@@ -3,8 +3,9 @@ kdlens.config (types, ranges, choices and help per key).
 
 The grid is one factor at a time around the paper's main runs, which is how the paper ran it:
 every (teacher, student) pair gets each objective at T=1 with sigma=0 and a task-aware teacher; the
-``ablation_students`` additionally get the temperature sweep (objectives that use T), and the noise
-sweep and the task-unaware (base) teacher on ``ablation_objectives`` (T=1). Every student-side run
+``ablation_students`` additionally get the temperature sweep (objectives that use T) and the noise
+sweep on ``ablation_objectives`` (T=1), and the ``task_unaware_students`` (by default the ablation
+students) the task-unaware (base) teacher on ``ablation_objectives`` (T=1). Every student-side run
 (SFT and KD) is repeated for each of ``grid.seeds``. ``grid.mode = "full"`` runs the whole product
 instead. Sections ``train``, ``sft``, ``teacher_sft``, ``kd``, ``pretrain``, ``teacher_pretrain`` and ``evaluate`` are
 passed through to the stages (``kdlens.train.TrainConfig`` and ``kdlens.eval.run``), which validate
@@ -87,6 +88,8 @@ class GridSpec:
     ablation_students: tuple[str, ...] = option((), help="students that get the ablations; empty: every student")
     ablation_objectives: tuple[str, ...] = option((), help="objectives of the noise and teacher-kind ablations; "
                                                   "empty: the first objective")
+    task_unaware_students: tuple[str, ...] = option((), help="students distilled from the task-unaware teacher "
+                                                    "(when task_unaware); empty: the ablation students")
     mode: str = option("ablation", help="ablation (one factor at a time) or full (whole product)",
                        choices=("ablation", "full"))
     seeds: tuple[int, ...] = option((0,), help="training seeds: every student-side run (SFT and KD) is repeated "
@@ -140,9 +143,10 @@ class StudyConfig:
     def __post_init__(self):
         object.__setattr__(self, "devices", tuple(str(d) for d in self.devices))
         students = set(self.models.students)
-        missing = [s for s in self.grid.ablation_students if s not in students]
-        if missing:
-            raise KdlensError(f"grid.ablation_students names {missing}, not in models.students")
+        for key in ("ablation_students", "task_unaware_students"):
+            missing = [s for s in getattr(self.grid, key) if s not in students]
+            if missing:
+                raise KdlensError(f"grid.{key} names {missing}, not in models.students")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -105,6 +105,7 @@ def kd_runs(cfg: StudyConfig) -> list[KDRun]:
     runs: list[KDRun] = []
     kinds = ["task_aware"] + (["task_unaware"] if g.task_unaware else [])
     ablate = set(g.ablation_students or cfg.models.students)
+    unaware = set(g.task_unaware_students or ablate) if g.task_unaware else set()
 
     def temps(obj: str) -> Iterable[float]:
         return g.temperatures if obj in OBJECTIVES_WITH_TEMPERATURE else (1.0,)
@@ -120,15 +121,15 @@ def kd_runs(cfg: StudyConfig) -> list[KDRun]:
                 continue
             for obj in g.objectives:  # the main runs
                 runs.append(KDRun(teacher, student, obj, 1.0, 0.0, "task_aware", seed))
-            if student not in ablate:
-                continue
-            for obj in g.objectives:  # temperature sweep
-                for t in temps(obj):
-                    runs.append(KDRun(teacher, student, obj, t, 0.0, "task_aware", seed))
-            for obj in g.noise_objectives():  # noise sweep and task-unaware teacher, T = 1
-                for s in g.noise_sigmas:
-                    runs.append(KDRun(teacher, student, obj, 1.0, s, "task_aware", seed))
-                if g.task_unaware:
+            if student in ablate:
+                for obj in g.objectives:  # temperature sweep
+                    for t in temps(obj):
+                        runs.append(KDRun(teacher, student, obj, t, 0.0, "task_aware", seed))
+                for obj in g.noise_objectives():  # noise sweep, T = 1
+                    for s in g.noise_sigmas:
+                        runs.append(KDRun(teacher, student, obj, 1.0, s, "task_aware", seed))
+            if student in unaware:
+                for obj in g.noise_objectives():  # the task-unaware (base) teacher, T = 1
                     runs.append(KDRun(teacher, student, obj, 1.0, 0.0, "task_unaware", seed))
     unique: list[KDRun] = []
     for r in runs:
