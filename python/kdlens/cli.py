@@ -16,7 +16,7 @@ import threading
 from typing import Sequence
 
 from kdlens import __version__, commands
-from kdlens.errors import KdlensError
+from kdlens.errors import KdlensError, one_line
 
 
 def _command_modules():
@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except KdlensError as exc:
-        print(f"kdlens: error: {exc}", file=sys.stderr)
+        print(f"kdlens: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = os_error_message(exc)
         if message is None:
             raise
-        print(f"kdlens: error: {message}", file=sys.stderr)
+        print(f"kdlens: error: {one_line(message)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         stopped_by = "SIGTERM" if isinstance(exc, Stopped) else "SIGINT"

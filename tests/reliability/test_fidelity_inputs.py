@@ -13,7 +13,7 @@ import pytest
 pl = pytest.importorskip("polars")
 sacrebleu = pytest.importorskip("sacrebleu")
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from kdlens.cli import main  # noqa: E402
 from kdlens.demo import make_pairs  # noqa: E402
@@ -173,9 +173,23 @@ _TEXT = st.text(max_size=40)
 _RECORD = st.fixed_dictionaries({"task": _TASKS, "id": _IDS, "output": st.one_of(_TEXT, st.none(), st.integers())})
 
 
+@pytest.mark.parametrize("junk", ["\x0c", "\x0b", "\x1c", "\u2028", "\x85"])
+def test_a_column_name_with_a_line_break_stays_on_one_line(tmp_path, capsys, junk):
+    """CI counterexample of the property below: a form feed before the header's first name made the
+    "lacks column(s)" error two lines (str.splitlines breaks on it). The CLI writes each break as its
+    escape, whatever the message."""
+    (tmp_path / "s.csv").write_text("task,id,output\nmath,1,x\n", encoding="utf-8")
+    (tmp_path / "t.csv").write_text(f"{junk}task,id,output\nmath,1,x\n", encoding="utf-8")
+    assert main(_args(tmp_path / "t.csv", tmp_path / "s.csv", str(tmp_path / "OUT"))) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("kdlens: error: teacher file"), err
+    assert f"(it has: {repr(junk)[1:-1]}task, id, output)" in err  # the break written as its escape
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(records=st.lists(_RECORD, max_size=12), suffix=st.sampled_from([".jsonl", ".csv"]),
        corrupt=st.one_of(st.none(), st.tuples(st.integers(0, 10_000), st.binary(min_size=1, max_size=3))))
+@example(records=[], suffix=".csv", corrupt=(15, b"\x0b"))  # CI: the parser's message quoted a row holding \x0b
 def test_fidelity_readers_never_trace_back(tmp_path_factory, records, suffix, corrupt):
     """Any file contents: exit 0 with one pair per teacher row, or exit 2 with one line; never a traceback."""
     import io
