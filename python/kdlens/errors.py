@@ -8,6 +8,7 @@ traceback; any other exception is a bug and keeps its traceback.
 class KdlensError(Exception):
     """Bad input or configuration, explained in words a user can act on."""
 
+
 # the characters str.splitlines breaks a line at
 _LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
 
