@@ -92,6 +92,32 @@ def test_cli_builds_a_cache_and_bad_input_is_one_line(task_dir, teacher_dir, tmp
     assert "temperatures" in capsys.readouterr().err
 
 
+def test_a_full_vocabulary_cache_reads_as_the_teachers_dense_logits(task_dir, teacher_dir, tmp_path):
+    """k = V: dense_logits() gives the teacher's own logits in vocabulary order (checked against a forward
+    of the teacher model), zeros past each example's end; a top-k cache refuses it."""
+    from transformers import AutoModelForCausalLM
+
+    build_cache(cache_cfg(task_dir, teacher_dir, tmp_path / "full", k=300, logits_dtype="float32", max_records=3))
+    cache = TeacherCache(tmp_path / "full")
+    assert cache.full_vocabulary
+    examples = _examples(task_dir, 3)
+    length = max(len(e.input_ids) for e in examples) + 4
+    dense = cache.dense_logits(examples, length)
+    assert dense.shape == (3, length, 300) and dense.dtype == torch.float32
+    teacher = AutoModelForCausalLM.from_pretrained(str(teacher_dir)).eval()
+    for i, e in enumerate(examples):
+        n = len(e.input_ids)
+        with torch.no_grad():
+            want = teacher(input_ids=torch.tensor([e.input_ids])).logits[0].float()
+        torch.testing.assert_close(dense[i, :n], want, atol=1e-4, rtol=1e-4)
+        assert not dense[i, n:].any()
+    build_cache(cache_cfg(task_dir, teacher_dir, tmp_path / "top", max_records=3))
+    top = TeacherCache(tmp_path / "top")
+    assert not top.full_vocabulary
+    with pytest.raises(KdlensError, match="top 16 of 300"):
+        top.dense_logits(examples, length)
+
+
 def test_lookup_pads_and_refuses_unknown_examples(task_dir, teacher_dir, tmp_path):
     build_cache(cache_cfg(task_dir, teacher_dir, tmp_path / "c", max_records=4))
     cache = TeacherCache(tmp_path / "c")

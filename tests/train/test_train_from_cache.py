@@ -33,11 +33,13 @@ def _weights(trainer):
                                                  ("reverse_kl", "paper", "reference"),
                                                  ("jsd", "global_tokens", "reference"),
                                                  ("forward_kl", "paper", "chunked"),
-                                                 ("jsd", "paper", "chunked")])
+                                                 ("jsd", "paper", "chunked"),
+                                                 ("reverse_kl", "paper", "chunked+noise")])
 def test_cache_with_k_equal_v_trains_like_the_live_teacher(base_cfg, task_dir, teacher_dir, full_cache, tmp_path,
                                                            objective, norm, impl):
+    impl, _, noise = impl.partition("+")
     kw = dict(mode="kd", objective=objective, temperature=2.0, loss_normalization=norm,
-              loss_implementation=impl, max_steps=3, val_size=16)
+              loss_implementation=impl, max_steps=3, val_size=16, noise_sigma=5.0 if noise else 0.0)
     live = Trainer(base_cfg(task_dir, tmp_path / "live", teacher=str(teacher_dir), **kw))
     cached = Trainer(base_cfg(task_dir, tmp_path / "cached", teacher_cache=str(full_cache), **kw))
     assert cached.teacher is None and cached.teacher_fn is None  # never loaded

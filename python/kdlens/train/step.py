@@ -98,25 +98,41 @@ def kd_term(cfg: TrainConfig, s_hidden, s_weight, t_hidden, t_weight, attention_
 
 def cached_kd_term(cfg: TrainConfig, s_hidden, s_weight, cached: tuple, cache, attention_mask, *, reduction: str,
                    normalizer, noise_seed: int, noise_row_offset: int = 0):
-    """(loss, TokenStats) of the KD part from a teacher cache: ``cached`` = (ids [B, S, k], top-k logits
-    [B, S, k], lse [B, S, n_T]) of ``cache``'s :meth:`~kdlens.train.teacher_cache.TeacherCache.lookup`;
-    the sparse loss of kdlens.losses with ``cfg.cache_tail``. No teacher GEMM."""
-    from kdlens.losses import sparse_kd_loss
+    """(loss, TokenStats) of the KD part from a teacher cache, no teacher GEMM. ``cached`` is what
+    :func:`cache_batch` read for the micro-batch: from a full-vocabulary cache (k = V) the teacher's
+    dense logits, trained with the dense loss (the same loss as a live teacher, which a sparse loss
+    over all V "top-k" entries computes 2-3x slower); otherwise (ids [B, S, k], top-k logits [B, S, k],
+    lse [B, S, n_T]) and the sparse loss of kdlens.losses with ``cfg.cache_tail``."""
+    from kdlens.losses import kd_loss, sparse_kd_loss
 
-    ids, logits, lse = cached
     common = dict(objective=cfg.objective, temperature=cfg.temperature, scale_by_t2=cfg.scale_by_t2,
                   beta=cfg.beta, noise_sigma=cfg.noise_sigma, noise_seed=noise_seed,
                   noise_row_offset=noise_row_offset, reduction=reduction, normalizer=normalizer,
-                  attention_mask=attention_mask, tail=cfg.cache_tail, teacher_temperatures=cache.temperatures,
-                  teacher_vocab_size=cache.vocab_size, return_stats=True)
-    if cfg.loss_implementation == "logits":  # naive: full student logits into the reference
+                  attention_mask=attention_mask, return_stats=True)
+    naive = cfg.loss_implementation == "logits"  # naive: full student logits into the reference
+    compute_dtype = None if naive or not uses_bf16(cfg, s_hidden.device) else torch.bfloat16
+    if cache.full_vocabulary:
+        (t_logits,) = cached
+        # the batch already holds the teacher's N x V logits, so the student's add no new order of memory
+        dtype = compute_dtype or s_hidden.dtype
+        s_logits = (s_hidden.to(dtype) @ s_weight.to(dtype).t()).float()
+        return kd_loss(s_logits, t_logits, implementation="reference" if naive else cfg.loss_implementation,
+                       compile=cfg.compile, **common)
+    ids, logits, lse = cached
+    common.update(tail=cfg.cache_tail, teacher_temperatures=cache.temperatures, teacher_vocab_size=cache.vocab_size)
+    if naive:
         return sparse_kd_loss((s_hidden @ s_weight.t()).float(), teacher_ids=ids, teacher_topk_logits=logits,
-                              teacher_lse=lse, implementation="reference",
-                              **common)
-    compute_dtype = torch.bfloat16 if uses_bf16(cfg, s_hidden.device) else None
+                              teacher_lse=lse, implementation="reference", **common)
     return sparse_kd_loss(student_hidden=s_hidden, student_weight=s_weight, teacher_ids=ids,
-                          teacher_topk_logits=logits, teacher_lse=lse, implementation=cfg.loss_implementation, compile=cfg.compile,
-                          compute_dtype=compute_dtype, **common)
+                          teacher_topk_logits=logits, teacher_lse=lse, implementation=cfg.loss_implementation,
+                          compile=cfg.compile, compute_dtype=compute_dtype, **common)
+
+
+def cache_batch(cache, examples, length: int) -> tuple:
+    """The teacher cache's tensors for one micro-batch, as :func:`cached_kd_term` reads them."""
+    if cache.full_vocabulary:
+        return (cache.dense_logits(examples, length),)
+    return cache.lookup(examples, length)
 
 
 def _options(cfg: TrainConfig, noise_seed: int, noise_row_offset: int, reduction: str):
@@ -215,7 +231,7 @@ class StepLoss:
             examples, sampled = self._maybe_on_policy([self.train_examples[i] for i in idx], step, j)
             batch = collate(examples, self.tokenizer.pad_token_id, pad_to_multiple_of=cfg.pad_to_multiple_of)
             if cache is not None and cfg.mode == "kd":
-                batch["teacher_cache"] = cache.lookup(examples, batch["input_ids"].shape[1])
+                batch["teacher_cache"] = cache_batch(cache, examples, batch["input_ids"].shape[1])
             micro_batches.append((batch, sampled))
         n_ce, n_kd = step_token_counts([b for b, _ in micro_batches])
         tokens = n_kd

@@ -378,6 +378,28 @@ class TeacherCache:
         h = self._shards[shard]
         return (h.get_slice("ids")[a:b], h.get_slice("logits")[a:b], h.get_slice("lse")[a:b])
 
+    @property
+    def full_vocabulary(self) -> bool:
+        """Whether every row holds the whole vocabulary (k = V): the teacher's distribution is known
+        exactly, so training reads it as dense logits (:meth:`dense_logits`) and uses the dense loss."""
+        return self.k == self.vocab_size
+
+    def dense_logits(self, examples, length: int):
+        """The teacher's logits of a batch in vocabulary order, float32 [B, length, V], from a
+        full-vocabulary cache (k = V). Rows past an example's end (masked by the loss) are 0: the
+        uniform distribution."""
+        import torch
+
+        if not self.full_vocabulary:
+            raise KdlensError(f"the teacher cache {self.folder} holds the top {self.k} of {self.vocab_size} "
+                              "logits per token, not the whole vocabulary; read it with lookup()")
+        logits = torch.zeros((len(examples), length, self.vocab_size), dtype=torch.float32)
+        for i, e in enumerate(examples):
+            r_ids, r_logits, _ = self.rows(e.input_ids)
+            m = r_ids.shape[0]
+            logits[i, :m].scatter_(-1, r_ids.to(torch.int64), r_logits.float())
+        return logits
+
     def lookup(self, examples, length: int, device=None) -> tuple:
         """Padded teacher tensors of a batch: ids int64 [B, length, k], logits float32 [B, length, k],
         lse float32 [B, length, n_T]. Rows past an example's end (masked by the loss) hold a valid
