@@ -112,3 +112,62 @@ def test_teacher_picks_computed_once_give_the_same_agreement(eval_dirs):
     with pytest.raises(KdlensError, match="do not match the generations"):  # picks of other token counts
         token_agreement(t_eval, s_eval, teacher_picks=teacher_picks(t_eval, limit=7).with_columns(
             picks=picks["picks"].list.head(1)))
+
+
+def _with_position_limit(folder, eval_dir, limit: int, out):
+    """A copy of model ``folder`` whose config says ``max_position_embeddings = limit``, and a copy of
+    its evaluate folder ``eval_dir`` that names it."""
+    import shutil
+
+    model = out / "model"
+    shutil.copytree(folder, model)
+    config = json.loads((model / "config.json").read_text())
+    config["max_position_embeddings"] = limit
+    (model / "config.json").write_text(json.dumps(config))
+    evaluated = out / "eval"
+    shutil.copytree(eval_dir, evaluated)
+    info = json.loads((evaluated / "run.json").read_text())
+    info["model_path"] = str(model)
+    (evaluated / "run.json").write_text(json.dumps(info))
+    return model, evaluated
+
+
+@pytest.mark.parametrize("side", ["student", "teacher"])
+def test_teacher_forcing_stops_at_the_position_limit(eval_dirs, task_dir, tmp_path, side):
+    """A model whose position limit cuts some generations short: only the output positions before the
+    limit are compared (checked against unbatched plain forwards of the cut sequences), whichever model
+    has the limit; teacher picks computed once give the same."""
+    from transformers import AutoModelForCausalLM
+
+    from kdlens.eval.token_agreement import teacher_picks, token_agreement
+    from kdlens.metrics.pairs import load_generations
+    from kdlens.models import load_tokenizer
+
+    t_eval, s_eval, teacher_dir, student = eval_dirs
+    tok = load_tokenizer(task_dir / "tokenizer")
+    rows = [(tok(r["prompt"], add_special_tokens=True)["input_ids"],
+             tok(r["raw_output"], add_special_tokens=False)["input_ids"])
+            for r in load_generations(t_eval).iter_rows(named=True)]
+    lengths = sorted(len(p) + len(o) for p, o in rows)
+    limit = lengths[len(lengths) // 2] - 2  # cuts the generations of about half the sequences
+    assert lengths[0] <= limit < lengths[-1]
+    if side == "student":
+        student, s_eval = _with_position_limit(student, s_eval, limit, tmp_path)
+    else:
+        teacher_dir, t_eval = _with_position_limit(teacher_dir, t_eval, limit, tmp_path)
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir).eval()
+    stud = AutoModelForCausalLM.from_pretrained(student).eval()
+    agree = total = 0
+    for prompt, output in rows:
+        ids = torch.tensor([(prompt + output)[:limit]])
+        n = min(max(0, ids.shape[1] - len(prompt)), len(output))  # the output tokens the cut keeps
+        with torch.no_grad():
+            zt, zs = teacher(input_ids=ids).logits[0], stud(input_ids=ids).logits[0]
+        at = slice(len(prompt) - 1, len(prompt) - 1 + n)
+        agree += int((zt[at].argmax(-1) == zs[at].argmax(-1)).sum())
+        total += n
+    full = sum(len(o) for _, o in rows)
+    assert 0 < total < full
+    got = token_agreement(t_eval, s_eval, batch_size=3)["synthetic"]
+    assert got["tokens"] == total and got["token_agreement"] == pytest.approx(100.0 * agree / total)
+    assert token_agreement(t_eval, s_eval, teacher_picks=teacher_picks(t_eval, batch_size=5))["synthetic"] == got

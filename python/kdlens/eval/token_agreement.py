@@ -5,6 +5,8 @@ tokenised it: with the tokenizer's special tokens) followed by the teacher's raw
 without them) is fed to both models (teacher forcing); at each output position, i.e. each position whose
 next token is an output token, the student agrees when its argmax next token is the teacher's argmax.
 Per task: ``tokens`` (output positions compared) and ``token_agreement`` (percent of them that agree).
+Teacher forcing stops at each model's position limit (``max_position_embeddings``): an output position
+past either model's limit is not compared, and ``tokens`` counts only the positions that were.
 A finer "reasoning fidelity" than BLEU over decoded text: it asks whether the student would have made
 each of the teacher's next-token choices given the teacher's own context.
 
@@ -51,24 +53,39 @@ def teacher_sequences(teacher_dir, tokenizer, limit: int | None = None):
     return rows[:limit] if limit else rows
 
 
+def position_limit(config) -> int | None:
+    """The longest sequence a model config's positions cover (``max_position_embeddings``), or None."""
+    limit = getattr(config, "max_position_embeddings", None)
+    return int(limit) if limit else None
+
+
+def outputs_within(length: int, n_out: int, limit: int | None) -> int:
+    """How many of a sequence's ``n_out`` output tokens (its last ones, of ``length``) lie before ``limit``."""
+    return n_out if limit is None else max(0, n_out - max(0, length - limit))
+
+
 def output_argmax(model, sequences, *, batch_size: int, pad_id: int, device) -> list:
-    """Per sequence, the model's argmax next token at its output positions (numpy int32 arrays)."""
+    """Per sequence, the model's argmax next token at its output positions (numpy int32 arrays). A
+    sequence longer than the model's position limit is cut there, so its array covers only the output
+    positions before the limit (its first ones: a causal model's picks do not depend on later tokens)."""
     import torch
 
     from kdlens.models import hidden_states_and_head
 
+    limit = position_limit(model.config)
+    cut = [(seq[:limit] if limit else seq, outputs_within(len(seq), n_out, limit)) for _, seq, n_out in sequences]
     out = []
     with torch.no_grad():
-        for start in range(0, len(sequences), batch_size):
-            chunk = sequences[start:start + batch_size]
-            width = max(len(ids) for _, ids, _ in chunk)
+        for start in range(0, len(cut), batch_size):
+            chunk = cut[start:start + batch_size]
+            width = max(len(seq) for seq, _ in chunk)
             ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
             mask = torch.zeros_like(ids)
-            for i, (_, seq, _) in enumerate(chunk):
+            for i, (seq, _) in enumerate(chunk):
                 ids[i, :len(seq)] = torch.tensor(seq)
                 mask[i, :len(seq)] = 1
             hidden, weight = hidden_states_and_head(model, ids.to(device), mask.to(device))
-            for i, (_, seq, n_out) in enumerate(chunk):
+            for i, (seq, n_out) in enumerate(chunk):
                 if n_out == 0:
                     out.append(torch.zeros(0, dtype=torch.int32).numpy())
                     continue
@@ -111,7 +128,7 @@ def teacher_picks(teacher_dir: str | os.PathLike, *, batch_size: int = 32, devic
                   dtype: str | None = None, limit: int | None = None):
     """The teacher's side of :func:`token_agreement`, computed once: a frame with one row per teacher
     generation (in the folder's order): ``task``, ``length`` (prompt + output tokens) and ``picks``
-    (the teacher's argmax next token at each output position, list of int32)."""
+    (the teacher's argmax next token at each output position before its position limit, list of int32)."""
     import polars as pl
 
     info, tok, sequences = _teacher_side(teacher_dir, limit)
@@ -138,7 +155,10 @@ def token_agreement(teacher_dir: str | os.PathLike, student_dir: str | os.PathLi
         t_picks = _model_argmax(t_info, sequences, tok.pad_token_id, batch_size=batch_size, device=device,
                                 dtype=dtype)
     else:
-        shape = [(task, len(ids), n_out) for task, ids, n_out in sequences]
+        from transformers import AutoConfig
+
+        t_limit = position_limit(AutoConfig.from_pretrained(t_info["model_path"]))
+        shape = [(task, len(ids), outputs_within(len(ids), n_out, t_limit)) for task, ids, n_out in sequences]
         given = [(r["task"], r["length"], len(r["picks"])) for r in teacher_picks.iter_rows(named=True)]
         if given != shape:
             raise KdlensError(f"the teacher picks given do not match the generations in {teacher_dir} "
@@ -148,9 +168,10 @@ def token_agreement(teacher_dir: str | os.PathLike, student_dir: str | os.PathLi
     s_picks = _model_argmax(s_info, sequences, tok.pad_token_id, batch_size=batch_size, device=device, dtype=dtype)
     totals: dict[str, list[int]] = {}
     for (task, _, _), t_pick, s_pick in zip(sequences, t_picks, s_picks):
+        m = min(t_pick.size, s_pick.size)  # the output positions before both models' position limits
         tot = totals.setdefault(task, [0, 0])
-        tot[0] += int((t_pick == s_pick).sum())
-        tot[1] += int(t_pick.size)
+        tot[0] += int((t_pick[:m] == s_pick[:m]).sum())
+        tot[1] += m
     return {task: {"tokens": n, "token_agreement": 100.0 * agree / n if n else None}
             for task, (agree, n) in totals.items()}
 
