@@ -85,7 +85,9 @@ class GridSpec:
     temperatures: tuple[float, ...] = option((1.0, 2.0, 5.0), help="temperature sweep (objectives that use T)")
     noise_sigmas: tuple[float, ...] = option((0.0, 1.0, 5.0), help="teacher-noise sweep (T = 1)")
     task_unaware: bool = option(True, help="also distil from the task-unaware (base) teacher")
-    ablation_students: tuple[str, ...] = option((), help="students that get the ablations; empty: every student")
+    ablation_students: tuple[str, ...] = option((), help="students that get the temperature and noise ablations "
+                                                "(and, unless task_unaware_students says otherwise, the "
+                                                "task-unaware teacher); empty: every student")
     ablation_objectives: tuple[str, ...] = option((), help="objectives of the noise and teacher-kind ablations; "
                                                   "empty: the first objective")
     task_unaware_students: tuple[str, ...] = option((), help="students distilled from the task-unaware teacher "
