@@ -104,6 +104,7 @@ def cached_kd_term(cfg: TrainConfig, s_hidden, s_weight, cached: tuple, cache, a
     over all V "top-k" entries computes 2-3x slower); otherwise (ids [B, S, k], top-k logits [B, S, k],
     lse [B, S, n_T]) and the sparse loss of kdlens.losses with ``cfg.cache_tail``."""
     from kdlens.losses import kd_loss, sparse_kd_loss
+    from kdlens.losses.dispatch import _round_to
 
     common = dict(objective=cfg.objective, temperature=cfg.temperature, scale_by_t2=cfg.scale_by_t2,
                   beta=cfg.beta, noise_sigma=cfg.noise_sigma, noise_seed=noise_seed,
@@ -113,9 +114,9 @@ def cached_kd_term(cfg: TrainConfig, s_hidden, s_weight, cached: tuple, cache, a
     compute_dtype = None if naive or not uses_bf16(cfg, s_hidden.device) else torch.bfloat16
     if cache.full_vocabulary:
         (t_logits,) = cached
-        # the batch already holds the teacher's N x V logits, so the student's add no new order of memory
-        dtype = compute_dtype or s_hidden.dtype
-        s_logits = (s_hidden.to(dtype) @ s_weight.to(dtype).t()).float()
+        # the batch already holds the teacher's N x V logits, so the student's add no new order of memory;
+        # bf16 training rounds the GEMM operands as the hidden form does, and keeps the products in fp32
+        s_logits = _round_to(s_hidden, compute_dtype).float() @ _round_to(s_weight, compute_dtype).float().t()
         return kd_loss(s_logits, t_logits, implementation="reference" if naive else cfg.loss_implementation,
                        compile=cfg.compile, **common)
     ids, logits, lse = cached
